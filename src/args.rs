@@ -1,0 +1,275 @@
+//! The command line: `gclab dbserver | frontend | cli`, and the 2013 walkthrough's spelling.
+//!
+//! The doc comments below are the `--help` text. [`normalize`] lets the original commands
+//! run as typed: `./cli -port 9002 -cget -key foo` becomes `gclab cli cget --port 9002
+//! --key foo` before clap sees it. It reads the flag names from the clap definition, so
+//! the two can never drift apart.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
+
+/// A teaching lab: a slow database, three groupcache peers, and a cli to watch them.
+#[derive(Debug, Parser)]
+#[command(name = "gclab", version)]
+pub struct Gclab {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// A durable key/value store over HTTP that is slow to read on purpose.
+    Dbserver(DbserverArgs),
+    /// A cache peer: tarpc for other peers on --port, HTTP for clients on --http-port.
+    Frontend(FrontendArgs),
+    /// Talk to the dbserver (set, get) or to a frontend (cget).
+    Cli(CliArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DbserverArgs {
+    /// Address for the HTTP API.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: String,
+    /// Where sled keeps the data; it survives restarts and crashes.
+    #[arg(long, default_value = "gclab-data")]
+    pub data_dir: PathBuf,
+    /// How long every read waits before it answers, so a database hit is felt.
+    #[arg(long, default_value = "300ms", value_parser = humantime::parse_duration)]
+    pub delay: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct FrontendArgs {
+    /// This node's peer (tarpc) port, on 127.0.0.1.
+    #[arg(long, default_value_t = 8001)]
+    pub port: u16,
+    /// Every peer, this node included: ports (on 127.0.0.1) or host:port, comma-separated.
+    /// All frontends must be given the same list.
+    #[arg(long, value_delimiter = ',', default_value = "8001,8002,8003")]
+    pub peers: Vec<String>,
+    /// The HTTP port for clients [default: --port + 1000]
+    #[arg(long)]
+    pub http_port: Option<u16>,
+    /// The dbserver's address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub db: String,
+    /// Memory for the main and hot caches together, e.g. 64MiB or 500KB.
+    #[arg(long, default_value = "64MiB", value_parser = parse_bytes)]
+    pub cache_bytes: u64,
+    /// How long a dbserver read may take, its delay included.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub db_timeout: Duration,
+    /// How long a peer call may take; must exceed --db-timeout, since the owner may be
+    /// reading from the dbserver while we wait.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub peer_timeout: Duration,
+    /// Contrast switch: every cache miss does its own load (no singleflight).
+    #[arg(long)]
+    pub no_singleflight: bool,
+    /// Contrast switch: never ask a peer; every node loads every key itself.
+    #[arg(long)]
+    pub no_peers: bool,
+}
+
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    text.parse::<bytesize::ByteSize>()
+        .map(|size| size.as_u64())
+        .map_err(|e| format!("{e} (try 64MiB or 500KB)"))
+}
+
+#[derive(Debug, Args)]
+pub struct CliArgs {
+    #[command(subcommand)]
+    pub command: CliCommand,
+    /// Print the whole answer as one JSON object on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CliCommand {
+    /// Store a value in the dbserver.
+    Set {
+        #[arg(long)]
+        key: String,
+        #[arg(long)]
+        value: String,
+        /// The dbserver's address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        db: String,
+    },
+    /// Read a value straight from the dbserver (pays its delay every time).
+    Get {
+        #[arg(long)]
+        key: String,
+        /// The dbserver's address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        db: String,
+    },
+    /// Read a value through a frontend's cache.
+    Cget {
+        #[arg(long)]
+        key: String,
+        /// The frontend's HTTP port, on 127.0.0.1.
+        #[arg(long, default_value_t = 9001)]
+        port: u16,
+        /// The frontend's HTTP address (instead of --port).
+        #[arg(long, conflicts_with = "port")]
+        frontend: Option<String>,
+    },
+}
+
+/// The programs `build.sh` links to `gclab`; each runs the subcommand of its name.
+const PROGRAMS: [&str; 3] = ["dbserver", "frontend", "cli"];
+
+/// Rewrites the original walkthrough's command lines into this one's:
+/// - program name: `bin/cli …` runs as `gclab cli …`;
+/// - the cli's action flags: `-cget`, wherever it stands, becomes the `cget` subcommand;
+/// - single-dash long flags, as Go's `flag` package spells them: `-key foo` → `--key foo`,
+///   `-key=foo` → `--key=foo`. Only names the command really has are rewritten, and the
+///   value after a flag is never touched, so `-value -x` keeps its value `-x`.
+pub fn normalize(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let mut args: Vec<OsString> = args.into_iter().collect();
+    let program = args
+        .first()
+        .and_then(|p| Path::new(p).file_name())
+        .and_then(|p| p.to_str())
+        .map(str::to_owned);
+    if let Some(program) = program.filter(|p| PROGRAMS.contains(&p.as_str())) {
+        args.insert(1, program.into());
+    }
+
+    let mut root = Gclab::command();
+    root.build();
+    let Some(sub) = args.get(1).and_then(|a| a.to_str()).and_then(|name| root.find_subcommand(name)) else {
+        return args;
+    };
+    let mut rest = args.split_off(2);
+    let mut leaf = sub;
+    if sub.has_subcommands() {
+        let action = rest.iter().position(|arg| {
+            arg.to_str()
+                .map(|a| a.trim_start_matches('-'))
+                .is_some_and(|name| sub.find_subcommand(name).is_some())
+        });
+        if let Some(at) = action {
+            let name = rest.remove(at);
+            let name = name.to_str().expect("matched as UTF-8 above").trim_start_matches('-');
+            leaf = sub.find_subcommand(name).expect("found above");
+            args.push(name.into());
+        }
+    }
+    args.extend(long_dashes(rest, leaf, sub));
+    args
+}
+
+/// `-name` → `--name` for the long flags of `leaf` and the global flags of `parent`.
+fn long_dashes(args: Vec<OsString>, leaf: &clap::Command, parent: &clap::Command) -> Vec<OsString> {
+    let flags: Vec<&clap::Arg> = leaf
+        .get_arguments()
+        .chain(parent.get_arguments().filter(|a| a.is_global_set()))
+        .collect();
+    let mut out = Vec::with_capacity(args.len());
+    let mut value_next = false;
+    for arg in args {
+        if std::mem::take(&mut value_next) {
+            out.push(arg);
+            continue;
+        }
+        let Some(text) = arg.to_str().filter(|t| t.starts_with('-') && !t.starts_with("--")) else {
+            // `--name` and positionals: a `--name` flag without `=` takes the next arg.
+            if let Some(name) = arg.to_str().and_then(|t| t.strip_prefix("--")) {
+                value_next = flags
+                    .iter()
+                    .any(|f| f.get_long() == Some(name) && f.get_action().takes_values());
+            }
+            out.push(arg);
+            continue;
+        };
+        let (name, has_value) = match text[1..].split_once('=') {
+            Some((name, _)) => (name, true),
+            None => (&text[1..], false),
+        };
+        match flags.iter().find(|f| name.len() > 1 && f.get_long() == Some(name)) {
+            Some(flag) => {
+                value_next = !has_value && flag.get_action().takes_values();
+                out.push(format!("-{text}").into());
+            }
+            None => out.push(arg),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(line: &str) -> String {
+        normalize(line.split(' ').map(OsString::from))
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn the_2013_walkthrough_runs_as_typed() {
+        assert_eq!(norm("bin/dbserver"), "bin/dbserver dbserver");
+        assert_eq!(norm("./frontend -port 8001"), "./frontend frontend --port 8001");
+        assert_eq!(
+            norm("./cli -set -key foo -value bar"),
+            "./cli cli set --key foo --value bar"
+        );
+        assert_eq!(norm("./cli -get -key foo"), "./cli cli get --key foo");
+        assert_eq!(
+            norm("./cli -port 9002 -cget -key foo"),
+            "./cli cli cget --port 9002 --key foo"
+        );
+    }
+
+    #[test]
+    fn gclab_takes_go_style_flags_too() {
+        assert_eq!(
+            norm("gclab cli -port 9002 -cget -key foo"),
+            "gclab cli cget --port 9002 --key foo"
+        );
+        assert_eq!(norm("gclab frontend -port 8001"), "gclab frontend --port 8001");
+        assert_eq!(norm("gclab cli cget -key=foo -json"), "gclab cli cget --key=foo --json");
+    }
+
+    #[test]
+    fn values_and_unknown_flags_are_left_alone() {
+        assert_eq!(
+            norm("gclab cli -set -key k -value -port"),
+            "gclab cli set --key k --value -port"
+        );
+        assert_eq!(norm("gclab cli set --value -key --key k"), "gclab cli set --value -key --key k");
+        assert_eq!(norm("gclab cli cget -k foo"), "gclab cli cget -k foo");
+        assert_eq!(norm("gclab dbserver -nope"), "gclab dbserver -nope");
+    }
+
+    #[test]
+    fn the_normalized_walkthrough_parses() {
+        let parsed = Gclab::try_parse_from(normalize(
+            "./cli -port 9002 -cget -key foo".split(' ').map(OsString::from),
+        ))
+        .unwrap();
+        match parsed.command {
+            Command::Cli(CliArgs {
+                command: CliCommand::Cget { key, port, .. },
+                ..
+            }) => assert_eq!((key.as_str(), port), ("foo", 9002)),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_help_text_is_well_formed() {
+        Gclab::command().debug_assert();
+    }
+}

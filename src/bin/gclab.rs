@@ -1,0 +1,116 @@
+//! `gclab`: parses the command line, binds the sockets, and hands over to the library.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use gclab::args::{self, Command, DbserverArgs, FrontendArgs, Gclab};
+use gclab::{cli, dbserver, frontend, logging, shutdown};
+use tokio::net::TcpListener;
+
+fn main() -> ExitCode {
+    let args = Gclab::parse_from(args::normalize(std::env::args_os()));
+    match args.command {
+        // The cli makes one request: a single-threaded runtime starts faster.
+        Command::Cli(cli_args) => runtime(false).block_on(cli::run(cli_args)),
+        Command::Dbserver(db_args) => report(runtime(true).block_on(run_dbserver(db_args))),
+        Command::Frontend(fe_args) => report(runtime(true).block_on(run_frontend(fe_args))),
+    }
+}
+
+fn runtime(multi_thread: bool) -> tokio::runtime::Runtime {
+    let mut builder = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder
+        .enable_all()
+        .build()
+        .expect("building a tokio runtime fails only if the OS refuses threads or epoll")
+}
+
+/// A server's start-up error: one line on stderr and exit code 1, not a backtrace.
+fn report(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_dbserver(args: DbserverArgs) -> Result<(), String> {
+    logging::init();
+    let store = dbserver::Store::open(&args.data_dir, args.delay).map_err(|e| e.to_string())?;
+    let listener = bind(&args.addr, "dbserver", "--addr").await?;
+    tracing::info!(
+        "dbserver listening on {} (data in {}, reads wait {})",
+        local_addr(&listener),
+        args.data_dir.display(),
+        humantime::format_duration(args.delay)
+    );
+    dbserver::run(listener, Arc::new(store), shutdown::signal()).await;
+    Ok(())
+}
+
+async fn run_frontend(args: FrontendArgs) -> Result<(), String> {
+    logging::init();
+    let http_port = match args.http_port {
+        Some(port) => port,
+        None => args.port.checked_add(1000).ok_or_else(|| {
+            format!("--port {} + 1000 is not a port; give --http-port", args.port)
+        })?,
+    };
+    let peer_addr = format!("127.0.0.1:{}", args.port);
+    let http_addr = format!("127.0.0.1:{http_port}");
+    let config = frontend::Config {
+        me: peer_addr.clone(),
+        peers: args.peers.iter().map(|p| peer_address(p)).collect(),
+        db_addr: args.db,
+        cache_bytes: usize::try_from(args.cache_bytes).unwrap_or(usize::MAX),
+        db_timeout: args.db_timeout,
+        peer_timeout: args.peer_timeout,
+        singleflight: !args.no_singleflight,
+        use_peers: !args.no_peers,
+    };
+    config.validate().map_err(|e| e.to_string())?;
+    let peer_listener = bind(&peer_addr, "frontend", "--port").await?;
+    let http_listener = bind(&http_addr, "frontend", "--http-port").await?;
+    tracing::info!(
+        "frontend {peer_addr}: peers on {}, clients on http://{}, dbserver {}",
+        config.peers.join(","),
+        local_addr(&http_listener),
+        config.db_addr
+    );
+    frontend::run(peer_listener, http_listener, config, shutdown::signal())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// `8002` → `127.0.0.1:8002`; `host:port` stays as it is.
+fn peer_address(peer: &str) -> String {
+    match peer.parse::<u16>() {
+        Ok(port) => format!("127.0.0.1:{port}"),
+        Err(_) => peer.to_owned(),
+    }
+}
+
+async fn bind(addr: &str, server: &str, flag: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        let advice = match e.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                format!(" — is another {server} running? Pick another port with {flag}")
+            }
+            _ => String::new(),
+        };
+        format!("cannot listen on {addr}: {}{advice}", e.kind())
+    })
+}
+
+fn local_addr(listener: &TcpListener) -> String {
+    listener
+        .local_addr()
+        .map_or_else(|e| format!("? ({e})"), |a| a.to_string())
+}

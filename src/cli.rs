@@ -1,0 +1,180 @@
+//! `gclab cli`: set and get on the dbserver, cget through a frontend.
+//!
+//! The value alone goes to stdout, so `$(gclab cli cget --key foo)` works. When stderr is a
+//! terminal, one more line there explains the answer:
+//!
+//! ```text
+//! bar  ← 9002 · owner 8001 · from peer · 1.2 ms
+//! ```
+//!
+//! `--json` prints everything as one object on stdout instead. Exit codes: 0 found,
+//! 1 not found, 2 usage error (clap's own, or a key the server refused), 3 a server could
+//! not be reached or failed.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::json;
+
+use crate::args::{CliArgs, CliCommand};
+use crate::client::{ClientError, DbClient, FrontendClient};
+use crate::key;
+use crate::logging;
+
+/// How long the cli waits for an answer: far beyond the database delay, short of forever.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The documented exit codes.
+pub mod exit {
+    pub const FOUND: u8 = 0;
+    pub const NOT_FOUND: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const UNREACHABLE: u8 = 3;
+}
+
+/// Runs one cli command and returns the process's exit code.
+pub async fn run(args: CliArgs) -> ExitCode {
+    colored::control::set_override(logging::color_enabled());
+    let out = Output { json: args.json };
+    let key = match &args.command {
+        CliCommand::Set { key, .. } | CliCommand::Get { key, .. } | CliCommand::Cget { key, .. } => key,
+    };
+    if let Err(e) = key::validate(key) {
+        return out.error(exit::USAGE, &format!("invalid --key: {e}")).into();
+    }
+    let started = Instant::now();
+    let code = match args.command {
+        CliCommand::Set { key, value, db } => {
+            let db = DbClient::new(&db, TIMEOUT);
+            match db.set(&key, Bytes::from(value)).await {
+                Ok(()) => out.stored(&key, db.addr(), started.elapsed()),
+                Err(e) => out.client_error(&e),
+            }
+        }
+        CliCommand::Get { key, db } => {
+            let db = DbClient::new(&db, TIMEOUT);
+            match db.get(&key).await {
+                Ok(Some(value)) => out.value(&key, &value, &format!("dbserver {}", db.addr()), json!({"source": "db", "dbserver": db.addr()}), started.elapsed()),
+                Ok(None) => out.not_found(&key, &format!("dbserver {}", db.addr())),
+                Err(e) => out.client_error(&e),
+            }
+        }
+        CliCommand::Cget { key, port, frontend } => {
+            let addr = frontend.unwrap_or_else(|| format!("127.0.0.1:{port}"));
+            let frontend = FrontendClient::new(&addr, TIMEOUT);
+            match frontend.cget(&key).await {
+                Ok(Some(cached)) => {
+                    let story = format!(
+                        "{} · owner {} · from {}",
+                        short(&addr),
+                        short(&cached.owner),
+                        logging::source(&cached.source)
+                    );
+                    let facts = json!({
+                        "frontend": addr,
+                        "node": cached.node,
+                        "owner": cached.owner,
+                        "source": cached.source,
+                    });
+                    out.value(&key, &cached.value, &story, facts, started.elapsed())
+                }
+                Ok(None) => out.not_found(&key, &format!("frontend {addr}")),
+                Err(e) => out.client_error(&e),
+            }
+        }
+    };
+    ExitCode::from(code)
+}
+
+/// `127.0.0.1:9002` → `9002`: on one machine the port is the name a person recognises.
+fn short(addr: &str) -> &str {
+    match addr.rsplit_once(':') {
+        Some(("127.0.0.1" | "localhost", port)) => port,
+        _ => addr,
+    }
+}
+
+fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e5).round() / 100.0
+}
+
+/// Writes answers the way the module doc describes.
+struct Output {
+    json: bool,
+}
+
+impl Output {
+    fn value(&self, key: &str, value: &[u8], story: &str, mut facts: serde_json::Value, took: Duration) -> u8 {
+        if self.json {
+            facts["key"] = key.into();
+            facts["found"] = true.into();
+            facts["value"] = String::from_utf8_lossy(value).into();
+            facts["ms"] = millis(took).into();
+            println!("{facts}");
+        } else {
+            let mut stdout = std::io::stdout().lock();
+            // A closed stdout (`| head -c0`) is the reader's choice, not our error.
+            let _ = stdout.write_all(value).and_then(|()| stdout.write_all(b"\n"));
+            explain(&format!(
+                "{}  ← {story} · {:.1} ms",
+                logging::preview(value),
+                millis(took)
+            ));
+        }
+        exit::FOUND
+    }
+
+    fn stored(&self, key: &str, db: &str, took: Duration) -> u8 {
+        if self.json {
+            println!("{}", json!({"key": key, "stored": true, "dbserver": db, "ms": millis(took)}));
+        } else {
+            explain(&format!("stored {key} in dbserver {db} · {:.1} ms", millis(took)));
+        }
+        exit::FOUND
+    }
+
+    fn not_found(&self, key: &str, asked: &str) -> u8 {
+        if self.json {
+            println!("{}", json!({"key": key, "found": false, "asked": asked}));
+        }
+        eprintln!("no such key: {key} ({asked} has none)");
+        exit::NOT_FOUND
+    }
+
+    fn client_error(&self, error: &ClientError) -> u8 {
+        let code = match error {
+            ClientError::Refused { .. } => exit::USAGE,
+            _ => exit::UNREACHABLE,
+        };
+        self.error(code, &error.to_string())
+    }
+
+    fn error(&self, code: u8, message: &str) -> u8 {
+        if self.json {
+            println!("{}", json!({"error": message}));
+        }
+        eprintln!("error: {message}");
+        code
+    }
+}
+
+/// The explaining line: only for a person at a terminal, never mixed into piped output.
+fn explain(line: &str) {
+    if std::io::stderr().is_terminal() {
+        eprintln!("{line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_addresses_shorten_to_their_port() {
+        assert_eq!(short("127.0.0.1:9002"), "9002");
+        assert_eq!(short("10.0.0.7:9002"), "10.0.0.7:9002");
+        assert_eq!(millis(Duration::from_micros(1234)), 1.23);
+    }
+}

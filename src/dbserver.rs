@@ -1,0 +1,177 @@
+//! The dbserver: a durable key/value store behind HTTP, slow on purpose.
+//!
+//! Every read waits `delay` (300 ms by default) before it answers, so a trip to the
+//! database is something you can feel from the cli. The wait is a tokio timer, not a
+//! `thread::sleep`: a thousand concurrent reads wait side by side, like the goroutines of
+//! the 2013 original, instead of queueing behind each other.
+//!
+//! Values live in sled. A write is acknowledged only after `flush_async`: sled otherwise
+//! writes back every 500 ms, and a crash in between would lose a write the client was told
+//! had succeeded.
+//!
+//! Routes (one filter function each):
+//! - `GET /kv/{key}` → 200 and the value, or 404
+//! - `PUT /kv/{key}` with the value as body → 204
+//! - `GET /stats` → `{"gets": N, "sets": N, "keys": N}`
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::TcpListener;
+use warp::http::StatusCode;
+use warp::{Filter, Rejection, Reply};
+
+use crate::http::{self, Problem};
+use crate::key;
+use crate::logging;
+use crate::stats::DbStats;
+
+/// The largest value, as in memcached.
+pub const MAX_VALUE_BYTES: u64 = 1024 * 1024;
+
+/// The store and its counters, shared by every request.
+pub struct Store {
+    db: sled::Db,
+    delay: Duration,
+    gets: AtomicU64,
+    sets: AtomicU64,
+    keys: AtomicU64,
+}
+
+/// Why the store could not open.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open the data dir {dir}: {reason}")]
+pub struct OpenError {
+    dir: String,
+    reason: String,
+}
+
+impl Store {
+    /// Opens (or creates) the sled database in `dir`; every read will wait `delay`.
+    pub fn open(dir: &Path, delay: Duration) -> Result<Store, OpenError> {
+        let db = sled::open(dir).map_err(|e| OpenError {
+            dir: dir.display().to_string(),
+            reason: match e {
+                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                    "it is locked — is another dbserver using it?".to_owned()
+                }
+                other => other.to_string(),
+            },
+        })?;
+        // sled's `len` walks the whole tree, so count once here and keep the count up to
+        // date on each insert, instead of walking on every `GET /stats`.
+        let keys = AtomicU64::new(db.len() as u64);
+        Ok(Store {
+            db,
+            delay,
+            gets: AtomicU64::default(),
+            sets: AtomicU64::default(),
+            keys,
+        })
+    }
+
+    /// Reads `key` after the injected delay.
+    pub async fn get(&self, key: &str) -> Result<Option<Bytes>, sled::Error> {
+        self.gets.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(self.delay).await;
+        Ok(self.db.get(key)?.map(|v| Bytes::copy_from_slice(&v)))
+    }
+
+    /// Writes `key` and returns once it is on disk.
+    pub async fn set(&self, key: &str, value: &[u8]) -> Result<(), sled::Error> {
+        if self.db.insert(key, value)?.is_none() {
+            self.keys.fetch_add(1, Ordering::Relaxed);
+        }
+        self.db.flush_async().await?;
+        self.sets.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> DbStats {
+        DbStats {
+            gets: self.gets.load(Ordering::Relaxed),
+            sets: self.sets.load(Ordering::Relaxed),
+            keys: self.keys.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Serves the dbserver's HTTP API on `listener` until `shutdown` completes, then flushes.
+pub async fn run(
+    listener: TcpListener,
+    store: Arc<Store>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    http::set_nodelay(&listener);
+    warp::serve(routes(store.clone()))
+        .incoming(listener)
+        .graceful(shutdown)
+        .run()
+        .await;
+    if let Err(e) = store.db.flush_async().await {
+        tracing::error!("could not flush the store on shutdown: {e}");
+    }
+}
+
+/// Every route, with rejections turned into clear error bodies.
+pub fn routes(store: Arc<Store>) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
+    get_kv(store.clone())
+        .or(put_kv(store.clone()))
+        .or(get_stats(store))
+        .recover(http::recover)
+}
+
+/// `GET /kv/{key}`
+fn get_kv(store: Arc<Store>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::path!("kv" / String)
+        .and(warp::get())
+        .and(with_store(store))
+        .and_then(read_value)
+}
+
+/// `PUT /kv/{key}` with the value as the body.
+fn put_kv(store: Arc<Store>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::path!("kv" / String)
+        .and(warp::put())
+        .and(warp::body::content_length_limit(MAX_VALUE_BYTES))
+        .and(warp::body::bytes())
+        .and(with_store(store))
+        .and_then(write_value)
+}
+
+/// `GET /stats`
+fn get_stats(store: Arc<Store>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::path!("stats")
+        .and(warp::get())
+        .and(with_store(store))
+        .map(|store: Arc<Store>| warp::reply::json(&store.stats()))
+}
+
+fn with_store(store: Arc<Store>) -> impl Filter<Extract = (Arc<Store>,), Error = Infallible> + Clone {
+    warp::any().map(move || store.clone())
+}
+
+async fn read_value(raw_key: String, store: Arc<Store>) -> Result<warp::reply::Response, Rejection> {
+    let key = key::decode(&raw_key).map_err(Problem::bad_key)?;
+    tracing::info!("{} {key}", logging::db("getting"));
+    match store.get(&key).await {
+        Ok(Some(value)) => Ok(http::value(value)),
+        Ok(None) => Ok(http::text(StatusCode::NOT_FOUND, format!("no such key: {key}"))),
+        Err(e) => Err(Problem::internal(format!("reading {key} from sled failed: {e}")).into()),
+    }
+}
+
+async fn write_value(raw_key: String, value: Bytes, store: Arc<Store>) -> Result<StatusCode, Rejection> {
+    let key = key::decode(&raw_key).map_err(Problem::bad_key)?;
+    tracing::info!("setting {key} to {}", logging::preview(&value));
+    match store.set(&key, &value).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(e) => Err(Problem::internal(format!("writing {key} to sled failed: {e}")).into()),
+    }
+}

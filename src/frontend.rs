@@ -1,0 +1,171 @@
+//! A frontend: one peer of the cache, with an HTTP API for clients.
+//!
+//! It serves two listeners: tarpc for the other peers (`--port`, e.g. 8001) and HTTP for
+//! clients (`--http-port`, by default port+1000, e.g. 9001), both backed by one [`Group`].
+//!
+//! Routes (one filter function each):
+//! - `GET /cache/{key}` → 200 and the value, with headers `x-gclab-node` (this node),
+//!   `x-gclab-owner` (the key's owner) and `x-gclab-source` (`main`, `hot`, `peer` or `db`);
+//!   404 when the dbserver has no such key; 502 when the value could not be loaded
+//! - `GET /stats` → the groupcache counters as JSON
+//! - `GET /owner/{key}` → the owner and the whole rendezvous ranking of peers
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use tokio::net::TcpListener;
+use warp::http::StatusCode;
+use warp::{Filter, Rejection, Reply};
+
+use crate::client::Ownership;
+use crate::group::{GetError, Group};
+use crate::http::{self, Problem};
+use crate::key;
+use crate::peers;
+
+/// Everything a frontend needs to know, as its flags say it.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This node's peer address, exactly as it appears in `peers`.
+    pub me: String,
+    /// Every peer's address, this node's included. All nodes must have the same list.
+    pub peers: Vec<String>,
+    /// The dbserver's HTTP address.
+    pub db_addr: String,
+    /// The byte budget over the main and hot caches.
+    pub cache_bytes: usize,
+    /// How long a dbserver read may take, delay included.
+    pub db_timeout: Duration,
+    /// How long a peer call may take; longer than `db_timeout`, because the owner may be
+    /// loading the key from the dbserver while we wait.
+    pub peer_timeout: Duration,
+    /// Fold concurrent loads of one key into one (off: `--no-singleflight`).
+    pub singleflight: bool,
+    /// Ask a key's owner (off: `--no-peers`, every node loads every key itself).
+    pub use_peers: bool,
+}
+
+/// Why a frontend's configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("this node ({me}) is not in --peers ({}); add it, so every node agrees on who owns what", .peers.join(","))]
+    NotInPeers { me: String, peers: Vec<String> },
+    #[error("--peer-timeout ({}) must be longer than --db-timeout ({}): a peer may be loading from the dbserver while we wait", humantime::format_duration(*.peer), humantime::format_duration(*.db))]
+    PeerTimeoutTooShort { peer: Duration, db: Duration },
+}
+
+impl Config {
+    /// Checks what the flags cannot check one by one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.peers.contains(&self.me) {
+            return Err(ConfigError::NotInPeers {
+                me: self.me.clone(),
+                peers: self.peers.clone(),
+            });
+        }
+        if self.peer_timeout <= self.db_timeout {
+            return Err(ConfigError::PeerTimeoutTooShort {
+                peer: self.peer_timeout,
+                db: self.db_timeout,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Serves peers on `peer_listener` and clients on `http_listener` until `shutdown`.
+pub async fn run(
+    peer_listener: TcpListener,
+    http_listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ConfigError> {
+    config.validate()?;
+    let group = Arc::new(Group::new(&config));
+    // Both servers stop on the same signal; `shared` lets two futures await one.
+    let shutdown = shutdown.boxed().shared();
+    http::set_nodelay(&http_listener);
+    let api = warp::serve(routes(Arc::clone(&group)))
+        .incoming(http_listener)
+        .graceful(shutdown.clone())
+        .run();
+    tokio::join!(api, peers::serve(peer_listener, group, shutdown));
+    Ok(())
+}
+
+/// Every route, with rejections turned into clear error bodies.
+pub fn routes(group: Arc<Group>) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
+    get_cache(group.clone())
+        .or(get_stats(group.clone()))
+        .or(get_owner(group))
+        .recover(http::recover)
+}
+
+/// `GET /cache/{key}`
+fn get_cache(group: Arc<Group>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::path!("cache" / String)
+        .and(warp::get())
+        .and(with_group(group))
+        .and_then(cache_get)
+}
+
+/// `GET /stats`
+fn get_stats(group: Arc<Group>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::path!("stats")
+        .and(warp::get())
+        .and(with_group(group))
+        .map(|group: Arc<Group>| warp::reply::json(&group.stats()))
+}
+
+/// `GET /owner/{key}`
+fn get_owner(group: Arc<Group>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::path!("owner" / String)
+        .and(warp::get())
+        .and(with_group(group))
+        .and_then(owner_get)
+}
+
+fn with_group(group: Arc<Group>) -> impl Filter<Extract = (Arc<Group>,), Error = Infallible> + Clone {
+    warp::any().map(move || group.clone())
+}
+
+async fn cache_get(raw_key: String, group: Arc<Group>) -> Result<warp::reply::Response, Rejection> {
+    let key = key::decode(&raw_key).map_err(Problem::bad_key)?;
+    tracing::info!("cli asked for {key}");
+    match group.get(&key).await {
+        Ok(got) => {
+            let mut response = http::value(got.value);
+            let headers = response.headers_mut();
+            headers.insert("x-gclab-node", header(group.me()));
+            headers.insert("x-gclab-owner", header(group.owner(&key)));
+            headers.insert("x-gclab-source", header(got.source.as_str()));
+            Ok(response)
+        }
+        Err(GetError::NotFound) => Ok(http::text(
+            StatusCode::NOT_FOUND,
+            format!("no such key: the dbserver has no {key}"),
+        )),
+        Err(GetError::Unavailable(reason)) => Ok(http::text(
+            StatusCode::BAD_GATEWAY,
+            format!("could not load {key}: {reason}"),
+        )),
+    }
+}
+
+async fn owner_get(raw_key: String, group: Arc<Group>) -> Result<warp::reply::Json, Rejection> {
+    let key = key::decode(&raw_key).map_err(Problem::bad_key)?;
+    Ok(warp::reply::json(&Ownership {
+        owner: group.owner(&key).to_owned(),
+        ranking: group.ranking(&key),
+        key,
+    }))
+}
+
+/// A header value from one of our own names (peer addresses, sources): always visible ASCII.
+fn header(value: &str) -> warp::http::HeaderValue {
+    warp::http::HeaderValue::from_str(value)
+        .unwrap_or_else(|_| warp::http::HeaderValue::from_static("?"))
+}

@@ -1,0 +1,288 @@
+//! The Get path: how a frontend answers "what is the value of this key?".
+//!
+//! This file is the heart of the lab. Read it beside groupcache's `groupcache.go`: the
+//! functions and counters have the same names.
+//!
+//! ```text
+//! get ──▶ lookup_cache ──hit──▶ answer                         (cache_hits)
+//!           │ miss
+//!           ▼
+//!         load ──▶ singleflight: one flight per key            (loads, loads_deduped)
+//!                    │ re-check the cache
+//!                    ├─ another peer owns it ─▶ get_from_peer  (peer_loads / peer_errors)
+//!                    │                            └─ 1 in 10 ─▶ populate_cache(hot)
+//!                    └─ we own it (or the peer failed)
+//!                                 ─▶ get_locally (dbserver)    (local_loads / local_load_errs)
+//!                                 ─▶ populate_cache(main)
+//! ```
+//!
+//! A Get that arrives from a peer (`serve_peer`, counted in `server_requests`) is never
+//! forwarded again: a peer's ask means "load it yourself", so forwarding loops cannot form
+//! even if two nodes disagreed on the owner.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::cache::Cache;
+use crate::client::DbClient;
+use crate::frontend::Config;
+use crate::logging;
+use crate::peers::Peers;
+use crate::ring::Ring;
+use crate::singleflight::{self, FromPanic};
+use crate::stats::{NodeStats, Stats};
+
+/// One frontend's cache and the machinery to fill it. groupcache calls this a `Group`.
+pub struct Group {
+    /// This node's name: its peer address, as it appears in the ring.
+    me: String,
+    ring: Ring,
+    peers: Peers,
+    db: DbClient,
+    /// Keys this node owns (or loaded itself because their owner failed).
+    main_cache: Cache,
+    /// Popular keys owned by other nodes, so a hot key does not hammer one owner.
+    hot_cache: Cache,
+    /// The budget over main + hot, in bytes.
+    cache_bytes: usize,
+    load_group: singleflight::Group<Got, GetError>,
+    /// The `--no-singleflight` and `--no-peers` contrast switches.
+    use_singleflight: bool,
+    use_peers: bool,
+    stats: Stats,
+}
+
+/// A value and where this node found it.
+#[derive(Debug, Clone)]
+pub struct Got {
+    pub value: Bytes,
+    pub source: Source,
+}
+
+/// Where a Get found its value; the `x-gclab-source` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Main,
+    Hot,
+    Peer,
+    Db,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Main => "main",
+            Source::Hot => "hot",
+            Source::Peer => "peer",
+            Source::Db => "db",
+        }
+    }
+}
+
+/// Why a Get has no value. `Clone`, because singleflight hands one result to every waiter.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GetError {
+    /// The dbserver has no such key. Not cached: the next Get asks again.
+    #[error("no such key")]
+    NotFound,
+    /// The value could not be loaded (dbserver down or failing); the message says why.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl FromPanic for GetError {
+    fn from_panic(message: String) -> Self {
+        GetError::Unavailable(message)
+    }
+}
+
+impl Group {
+    pub fn new(config: &Config) -> Group {
+        Group {
+            me: config.me.clone(),
+            ring: Ring::new(config.peers.iter().cloned()),
+            peers: Peers::new(
+                config.peers.iter().filter(|p| **p != config.me),
+                config.peer_timeout,
+            ),
+            db: DbClient::new(&config.db_addr, config.db_timeout),
+            main_cache: Cache::default(),
+            hot_cache: Cache::default(),
+            cache_bytes: config.cache_bytes,
+            load_group: singleflight::Group::default(),
+            use_singleflight: config.singleflight,
+            use_peers: config.use_peers,
+            stats: Stats::default(),
+        }
+    }
+
+    /// A client's Get (the HTTP API): may be forwarded to the key's owner.
+    pub async fn get(self: &Arc<Self>, key: &str) -> Result<Got, GetError> {
+        self.get_as(key, true).await
+    }
+
+    /// A peer's Get (tarpc): this node is the owner, or the asker thinks so. Load it here.
+    pub async fn serve_peer(self: &Arc<Self>, key: &str) -> Result<Got, GetError> {
+        Stats::add(&self.stats.server_requests);
+        self.get_as(key, false).await
+    }
+
+    async fn get_as(self: &Arc<Self>, key: &str, may_forward: bool) -> Result<Got, GetError> {
+        Stats::add(&self.stats.gets);
+        if let Some(got) = self.lookup_cache(key) {
+            Stats::add(&self.stats.cache_hits);
+            tracing::info!("{key} found in the {} cache", logging::hit(got.source.as_str()));
+            return Ok(got);
+        }
+        self.load(key, may_forward).await
+    }
+
+    /// Looks in the main cache, then the hot cache.
+    fn lookup_cache(&self, key: &str) -> Option<Got> {
+        if let Some(value) = self.main_cache.get(key) {
+            return Some(Got {
+                value,
+                source: Source::Main,
+            });
+        }
+        self.hot_cache.get(key).map(|value| Got {
+            value,
+            source: Source::Hot,
+        })
+    }
+
+    /// Loads a key that missed the cache, once for all concurrent callers.
+    async fn load(self: &Arc<Self>, key: &str, may_forward: bool) -> Result<Got, GetError> {
+        Stats::add(&self.stats.loads);
+        let this = Arc::clone(self);
+        let owned_key = key.to_owned();
+        let flight = move || async move {
+            // Re-check the cache inside the flight. Without it, this order loads twice:
+            //   1. Get A misses the cache.     2. Get B misses the cache.
+            //   3. A starts a flight, loads, populates the cache; the flight ends.
+            //   4. B finds no flight in progress and starts a second load.
+            // With the re-check, B finds in step 4 the value A cached in step 3.
+            if let Some(got) = this.lookup_cache(&owned_key) {
+                Stats::add(&this.stats.cache_hits);
+                return Ok(got);
+            }
+            Stats::add(&this.stats.loads_deduped);
+            this.load_once(&owned_key, may_forward).await
+        };
+        if self.use_singleflight {
+            self.load_group.work(key, flight).await.0
+        } else {
+            flight().await
+        }
+    }
+
+    /// One real load: from the owner if that is another peer, else from the dbserver.
+    async fn load_once(&self, key: &str, may_forward: bool) -> Result<Got, GetError> {
+        let owner = self.ring.owner(key);
+        if may_forward && self.use_peers && owner != self.me {
+            tracing::info!("{key} is owned by {}, asking it", logging::peer(owner));
+            match self.get_from_peer(owner, key).await {
+                Ok(got) => return got,
+                Err(reason) => {
+                    Stats::add(&self.stats.peer_errors);
+                    tracing::warn!(
+                        "asking {} for {key} failed ({reason}); loading it here instead",
+                        logging::peer(owner)
+                    );
+                }
+            }
+        }
+        let value = self.get_locally(key).await?;
+        self.populate_cache(key, value.clone(), &self.main_cache);
+        Ok(Got {
+            value,
+            source: Source::Db,
+        })
+    }
+
+    /// Asks the owning peer. The outer `Result` is the call; the inner one is the answer.
+    async fn get_from_peer(&self, owner: &str, key: &str) -> Result<Result<Got, GetError>, String> {
+        let answer = self.peers.get(owner, key).await.map_err(|e| e.to_string())?;
+        Stats::add(&self.stats.peer_loads);
+        Ok(match answer {
+            Some(value) => {
+                // Keep 1 in 10 peer values in the hot cache, as groupcache does: a key
+                // asked for often enough will land there soon, one asked for once rarely
+                // will, so the hot cache fills with what is actually hot.
+                if fastrand::u8(..10) == 0 {
+                    self.populate_cache(key, value.clone(), &self.hot_cache);
+                }
+                Ok(Got {
+                    value,
+                    source: Source::Peer,
+                })
+            }
+            None => Err(GetError::NotFound),
+        })
+    }
+
+    /// Loads from the dbserver. A "no such key" answer is a successful load of nothing.
+    async fn get_locally(&self, key: &str) -> Result<Bytes, GetError> {
+        tracing::info!("asking {} for {key}", logging::db("dbserver"));
+        match self.db.get(key).await {
+            Ok(Some(value)) => {
+                Stats::add(&self.stats.local_loads);
+                Ok(value)
+            }
+            Ok(None) => {
+                Stats::add(&self.stats.local_loads);
+                tracing::info!("the dbserver has no {key}");
+                Err(GetError::NotFound)
+            }
+            Err(e) => {
+                Stats::add(&self.stats.local_load_errs);
+                tracing::warn!("{e}");
+                Err(GetError::Unavailable(e.to_string()))
+            }
+        }
+    }
+
+    /// Adds a value to `cache`, then evicts until main + hot fit the budget. The hot cache
+    /// gives way first whenever it holds more than 1/8 of what main holds, as in
+    /// groupcache: a node's own keys matter more than copies of other nodes' keys.
+    fn populate_cache(&self, key: &str, value: Bytes, cache: &Cache) {
+        if self.cache_bytes == 0 {
+            return;
+        }
+        cache.add(key, value);
+        loop {
+            let (main_bytes, hot_bytes) = (self.main_cache.bytes(), self.hot_cache.bytes());
+            if main_bytes + hot_bytes <= self.cache_bytes {
+                return;
+            }
+            let victim = if hot_bytes > main_bytes / 8 {
+                &self.hot_cache
+            } else {
+                &self.main_cache
+            };
+            victim.remove_oldest();
+        }
+    }
+
+    /// The key's owner: the first peer of its ranking.
+    pub fn owner(&self, key: &str) -> &str {
+        self.ring.owner(key)
+    }
+
+    /// Every peer, best first, for `key`.
+    pub fn ranking(&self, key: &str) -> Vec<String> {
+        self.ring.ranking(key).into_iter().map(str::to_owned).collect()
+    }
+
+    /// This node's name.
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
+    /// All counters, the caches' included.
+    pub fn stats(&self) -> NodeStats {
+        self.stats
+            .snapshot(self.main_cache.stats(), self.hot_cache.stats())
+    }
+}

@@ -1,0 +1,79 @@
+//! Keys: what a valid key is, and how it travels in a URL.
+//!
+//! A key is one percent-encoded path segment (`/kv/user%2F42`), so any UTF-8 text can be a
+//! key, `/` included. The limits are memcached's: a key is 1 to 250 bytes. Every server
+//! checks a key with [`decode`] before doing anything with it, so a bad key is a clear
+//! `400`, never a panic deeper down.
+
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+/// The longest key, in bytes, as in memcached.
+pub const MAX_KEY_BYTES: usize = 250;
+
+/// Why a key was refused. The message is written for the person who typed it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("the key is empty")]
+    Empty,
+    #[error("the key is {0} bytes long; the limit is {MAX_KEY_BYTES}")]
+    TooLong(usize),
+    #[error("the key is not valid UTF-8 once percent-decoded")]
+    NotUtf8,
+}
+
+/// Checks a key typed by a person or sent by a client.
+pub fn validate(key: &str) -> Result<(), KeyError> {
+    match key.len() {
+        0 => Err(KeyError::Empty),
+        n if n > MAX_KEY_BYTES => Err(KeyError::TooLong(n)),
+        _ => Ok(()),
+    }
+}
+
+/// Turns one raw URL path segment into a checked key.
+pub fn decode(segment: &str) -> Result<String, KeyError> {
+    let key = percent_decode_str(segment)
+        .decode_utf8()
+        .map_err(|_| KeyError::NotUtf8)?;
+    validate(&key)?;
+    Ok(key.into_owned())
+}
+
+/// Everything but letters, digits and `-._~` is escaped: the unreserved set of RFC 3986,
+/// so the key is always exactly one path segment.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Turns a key into one URL path segment.
+pub fn encode(key: &str) -> String {
+    utf8_percent_encode(key, SEGMENT).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_through_a_url_segment() {
+        for key in ["foo", "user/42", "a b", "ключ", "100%", "..", "?x=1#y"] {
+            let segment = encode(key);
+            assert!(!segment.contains('/'), "{segment}");
+            assert_eq!(decode(&segment).as_deref(), Ok(key));
+        }
+    }
+
+    #[test]
+    fn bad_keys_are_refused_with_a_reason() {
+        assert_eq!(decode(""), Err(KeyError::Empty));
+        assert_eq!(decode(&"k".repeat(251)), Err(KeyError::TooLong(251)));
+        assert_eq!(decode(&"k".repeat(250)).map(|k| k.len()), Ok(250));
+        assert_eq!(decode("%ff%fe"), Err(KeyError::NotUtf8));
+        assert_eq!(
+            KeyError::TooLong(300).to_string(),
+            "the key is 300 bytes long; the limit is 250"
+        );
+    }
+}

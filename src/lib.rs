@@ -1,0 +1,43 @@
+//! groupcache-lab: watch a distributed read-through cache avoid the thundering herd.
+//!
+//! Three programs in one binary, `gclab`: a deliberately slow key/value `dbserver`, cache
+//! peers called `frontend`s that share the work of loading keys (groupcache's design), and a
+//! `cli` to poke them. Start reading at [`group`], the Get path; everything else serves it.
+//!
+//! # Layout
+//!
+//! The lesson — each small enough to read in one sitting:
+//! - [`group`] — the Get path: `lookup_cache`, `load`, `get_from_peer`, `get_locally`,
+//!   `populate_cache`, with groupcache's names and counters.
+//! - [`singleflight`] — concurrent loads of one key become one.
+//! - [`ring`] — who owns a key: rendezvous hashing over the peer list.
+//! - [`cache`] — a byte-counting LRU cache (the main and hot caches).
+//! - [`peers`] — the tarpc service a frontend uses to ask a key's owner.
+//!
+//! The servers and the tools around them:
+//! - [`frontend`] — a cache node: its configuration and its HTTP API for clients.
+//! - [`dbserver`] — the slow, durable store (sled behind HTTP).
+//! - [`client`] — HTTP clients for the dbserver and the frontends.
+//! - [`cli`] — `gclab cli set | get | cget`.
+//! - [`args`] — the command line, including the 2013 walkthrough's Go-style flags.
+//! - [`stats`] — the counters, as `GET /stats` returns them.
+//! - [`key`] — what a valid key is and how it travels in a URL.
+//! - [`http`] — error replies and socket options the HTTP servers share.
+//! - [`logging`] — the coloured event lines a node prints.
+//! - [`shutdown`] — stopping on Ctrl-C or SIGTERM.
+
+pub mod args;
+pub mod cache;
+pub mod cli;
+pub mod client;
+pub mod dbserver;
+pub mod frontend;
+pub mod group;
+pub mod http;
+pub mod key;
+pub mod logging;
+pub mod peers;
+pub mod ring;
+pub mod shutdown;
+pub mod singleflight;
+pub mod stats;

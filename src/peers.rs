@@ -1,0 +1,188 @@
+//! Peer RPC: how a frontend asks a key's owner for its value, over tarpc.
+//!
+//! The service is one method, [`Peer::get`]. Its trait is shared by the server (below,
+//! [`serve`]) and the client pool ([`Peers`]), as in tarpc's `example-service`.
+//!
+//! Choices worth knowing:
+//! - One connection per peer, made on first use and kept: tarpc multiplexes many calls over
+//!   it, so a herd of calls costs no new sockets. A broken connection is dropped and the
+//!   next call reconnects.
+//! - Every call has a deadline: `--peer-timeout`, which must outlast the owner's own trip
+//!   to the database (tarpc's default would be 10 s).
+//! - Frames are capped ([`MAX_FRAME_BYTES`]): a peer, or garbage sent to the peer port,
+//!   cannot make this node allocate more than that for one message.
+//! - TCP_NODELAY on every socket: calls are small, and Nagle's algorithm would hold them
+//!   back waiting for an ACK.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tarpc::client::RpcError;
+use tarpc::server::{BaseChannel, Channel};
+use tarpc::tokio_serde::formats::Bincode;
+use tarpc::tokio_util::codec::LengthDelimitedCodec;
+use tarpc::{context, serde_transport};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Mutex;
+use tokio::task::JoinSet;
+
+use crate::group::{GetError, Group};
+use crate::key;
+use crate::logging;
+
+/// The largest frame either side accepts: a value (at most 1 MiB) plus room for the rest.
+pub const MAX_FRAME_BYTES: usize = 2 * 1024 * 1024;
+
+/// A peer connection is local in this lab; a connect slower than this is not coming.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What one frontend can ask another.
+#[tarpc::service]
+pub trait Peer {
+    /// The value of `key`, loaded by the node asked: `Ok(None)` if the database has no
+    /// such key, `Err(reason)` if it could not be loaded.
+    async fn get(key: String) -> Result<Option<Bytes>, String>;
+}
+
+/// The server side: answers peers with this node's [`Group`].
+#[derive(Clone)]
+struct PeerServer {
+    group: Arc<Group>,
+}
+
+impl Peer for PeerServer {
+    async fn get(self, _: context::Context, key: String) -> Result<Option<Bytes>, String> {
+        key::validate(&key).map_err(|e| e.to_string())?;
+        tracing::info!("{} asked for {key}", logging::peer("peer"));
+        match self.group.serve_peer(&key).await {
+            Ok(got) => Ok(Some(got.value)),
+            Err(GetError::NotFound) => Ok(None),
+            Err(GetError::Unavailable(reason)) => Err(reason),
+        }
+    }
+}
+
+/// Serves peers on `listener` until `shutdown` completes; then drops every connection.
+pub async fn serve(listener: TcpListener, group: Arc<Group>, shutdown: impl Future<Output = ()>) {
+    let mut connections = JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(_) = connections.join_next() => {} // reap connections that closed
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let server = PeerServer { group: Arc::clone(&group) };
+                    let channel = BaseChannel::with_defaults(transport(stream));
+                    connections.spawn(channel.execute(server.serve()).for_each(|call| async {
+                        // Each call in its own task, so one slow load does not hold up
+                        // the other calls on the same connection.
+                        tokio::spawn(call);
+                    }));
+                }
+                Err(e) => {
+                    // Usually "too many open files": wait a moment instead of spinning.
+                    tracing::warn!("accepting a peer connection failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+}
+
+/// Wraps a TCP stream in tarpc's length-delimited bincode transport, frames capped.
+fn transport<Item, SinkItem>(
+    stream: TcpStream,
+) -> serde_transport::Transport<TcpStream, Item, SinkItem, Bincode<Item, SinkItem>>
+where
+    Item: for<'de> serde::Deserialize<'de>,
+    SinkItem: serde::Serialize,
+{
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::warn!("could not set TCP_NODELAY: {e}");
+    }
+    let framed = LengthDelimitedCodec::builder()
+        .max_frame_length(MAX_FRAME_BYTES)
+        .new_framed(stream);
+    serde_transport::new(framed, Bincode::default())
+}
+
+/// Why a call to a peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("no answer within {}", humantime::format_duration(*.0))]
+    Timeout(Duration),
+    #[error("the connection failed: {0}")]
+    Connection(String),
+    #[error("it could not load the key: {0}")]
+    Remote(String),
+}
+
+/// The client side: one lazily made connection to each other peer.
+pub struct Peers {
+    connections: std::collections::HashMap<String, Connection>,
+    timeout: Duration,
+}
+
+#[derive(Default)]
+struct Connection {
+    // tokio's `Mutex`, not std's: it is held across the connect `.await`, so that callers
+    // arriving while a connection is being made wait for it instead of each making one.
+    client: Mutex<Option<PeerClient>>,
+}
+
+impl Peers {
+    /// Clients for `peers` (not including this node) whose calls give up after `timeout`.
+    pub fn new<'a>(peers: impl IntoIterator<Item = &'a String>, timeout: Duration) -> Self {
+        Peers {
+            connections: peers
+                .into_iter()
+                .map(|p| (p.clone(), Connection::default()))
+                .collect(),
+            timeout,
+        }
+    }
+
+    /// Asks `peer` for `key`.
+    pub async fn get(&self, peer: &str, key: &str) -> Result<Option<Bytes>, PeerError> {
+        let connection = self
+            .connections
+            .get(peer)
+            .ok_or_else(|| PeerError::Connect(format!("{peer} is not in --peers")))?;
+        let client = connection.client(peer).await?;
+        let mut ctx = context::current();
+        ctx.deadline = Instant::now() + self.timeout;
+        match client.get(ctx, key.to_owned()).await {
+            Ok(answer) => answer.map_err(PeerError::Remote),
+            Err(RpcError::DeadlineExceeded) => Err(PeerError::Timeout(self.timeout)),
+            Err(e) => {
+                // The connection is broken (the peer died or closed it): forget it, so
+                // the next call connects afresh.
+                *connection.client.lock().await = None;
+                Err(PeerError::Connection(e.to_string()))
+            }
+        }
+    }
+}
+
+impl Connection {
+    /// The client for this peer, connecting first if there is none.
+    async fn client(&self, addr: &str) -> Result<PeerClient, PeerError> {
+        let mut slot = self.client.lock().await;
+        if let Some(client) = slot.as_ref() {
+            return Ok(client.clone());
+        }
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| PeerError::Connect(format!("no answer within {CONNECT_TIMEOUT:?}")))?
+            .map_err(|e| PeerError::Connect(e.kind().to_string()))?;
+        let client = PeerClient::new(tarpc::client::Config::default(), transport(stream)).spawn();
+        *slot = Some(client.clone());
+        Ok(client)
+    }
+}

@@ -1,0 +1,88 @@
+//! groupcache's counters, with groupcache's names.
+//!
+//! Each counter answers one question a learner asks while watching the lab:
+//! did the request hit the cache, did it go to a peer, did it go to the database, how many
+//! requests were folded into one load. `GET /stats` on a frontend returns [`NodeStats`],
+//! and `gclab cli stats` prints them as a table.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cache::CacheStats;
+
+/// The live counters of one frontend. Atomics, not a `Mutex<Counters>`: each counter moves
+/// on its own, and readers only ever want a recent snapshot.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Every Get, from a client or a peer.
+    pub gets: AtomicU64,
+    /// Gets answered from the main or hot cache.
+    pub cache_hits: AtomicU64,
+    /// Values fetched from the owning peer.
+    pub peer_loads: AtomicU64,
+    /// Peer calls that failed (the value was then loaded another way).
+    pub peer_errors: AtomicU64,
+    /// Gets that missed the cache and went to `load`.
+    pub loads: AtomicU64,
+    /// Loads left after singleflight folded concurrent ones together.
+    pub loads_deduped: AtomicU64,
+    /// Values loaded from the dbserver by this node.
+    pub local_loads: AtomicU64,
+    /// dbserver loads that failed.
+    pub local_load_errs: AtomicU64,
+    /// Gets that came from a peer over tarpc.
+    pub server_requests: AtomicU64,
+}
+
+impl Stats {
+    /// Adds one to `counter`. Relaxed ordering: the counters order nothing, they count.
+    pub fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A snapshot, together with the two caches' counters.
+    pub fn snapshot(&self, main_cache: CacheStats, hot_cache: CacheStats) -> NodeStats {
+        let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        NodeStats {
+            gets: read(&self.gets),
+            cache_hits: read(&self.cache_hits),
+            peer_loads: read(&self.peer_loads),
+            peer_errors: read(&self.peer_errors),
+            loads: read(&self.loads),
+            loads_deduped: read(&self.loads_deduped),
+            local_loads: read(&self.local_loads),
+            local_load_errs: read(&self.local_load_errs),
+            server_requests: read(&self.server_requests),
+            main_cache,
+            hot_cache,
+        }
+    }
+}
+
+/// What `GET /stats` on a frontend returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStats {
+    pub gets: u64,
+    pub cache_hits: u64,
+    pub peer_loads: u64,
+    pub peer_errors: u64,
+    pub loads: u64,
+    pub loads_deduped: u64,
+    pub local_loads: u64,
+    pub local_load_errs: u64,
+    pub server_requests: u64,
+    pub main_cache: CacheStats,
+    pub hot_cache: CacheStats,
+}
+
+/// What `GET /stats` on the dbserver returns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DbStats {
+    /// Reads served (each one paid the delay).
+    pub gets: u64,
+    /// Writes acknowledged (each one flushed to disk).
+    pub sets: u64,
+    /// Keys stored.
+    pub keys: u64,
+}
