@@ -145,7 +145,11 @@ pub fn normalize(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
 
     let mut root = Gclab::command();
     root.build();
-    let Some(sub) = args.get(1).and_then(|a| a.to_str()).and_then(|name| root.find_subcommand(name)) else {
+    let Some(sub) = args
+        .get(1)
+        .and_then(|a| a.to_str())
+        .and_then(|name| root.find_subcommand(name))
+    else {
         return args;
     };
     let mut rest = args.split_off(2);
@@ -158,7 +162,10 @@ pub fn normalize(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
         });
         if let Some(at) = action {
             let name = rest.remove(at);
-            let name = name.to_str().expect("matched as UTF-8 above").trim_start_matches('-');
+            let name = name
+                .to_str()
+                .expect("matched as UTF-8 above")
+                .trim_start_matches('-');
             leaf = sub.find_subcommand(name).expect("found above");
             args.push(name.into());
         }
@@ -180,7 +187,10 @@ fn long_dashes(args: Vec<OsString>, leaf: &clap::Command, parent: &clap::Command
             out.push(arg);
             continue;
         }
-        let Some(text) = arg.to_str().filter(|t| t.starts_with('-') && !t.starts_with("--")) else {
+        let Some(text) = arg
+            .to_str()
+            .filter(|t| t.starts_with('-') && !t.starts_with("--"))
+        else {
             // `--name` and positionals: a `--name` flag without `=` takes the next arg.
             if let Some(name) = arg.to_str().and_then(|t| t.strip_prefix("--")) {
                 value_next = flags
@@ -194,7 +204,10 @@ fn long_dashes(args: Vec<OsString>, leaf: &clap::Command, parent: &clap::Command
             Some((name, _)) => (name, true),
             None => (&text[1..], false),
         };
-        match flags.iter().find(|f| name.len() > 1 && f.get_long() == Some(name)) {
+        match flags
+            .iter()
+            .find(|f| name.len() > 1 && f.get_long() == Some(name))
+        {
             Some(flag) => {
                 value_next = !has_value && flag.get_action().takes_values();
                 out.push(format!("-{text}").into());
@@ -220,7 +233,10 @@ mod tests {
     #[test]
     fn the_2013_walkthrough_runs_as_typed() {
         assert_eq!(norm("bin/dbserver"), "bin/dbserver dbserver");
-        assert_eq!(norm("./frontend -port 8001"), "./frontend frontend --port 8001");
+        assert_eq!(
+            norm("./frontend -port 8001"),
+            "./frontend frontend --port 8001"
+        );
         assert_eq!(
             norm("./cli -set -key foo -value bar"),
             "./cli cli set --key foo --value bar"
@@ -238,8 +254,14 @@ mod tests {
             norm("gclab cli -port 9002 -cget -key foo"),
             "gclab cli cget --port 9002 --key foo"
         );
-        assert_eq!(norm("gclab frontend -port 8001"), "gclab frontend --port 8001");
-        assert_eq!(norm("gclab cli cget -key=foo -json"), "gclab cli cget --key=foo --json");
+        assert_eq!(
+            norm("gclab frontend -port 8001"),
+            "gclab frontend --port 8001"
+        );
+        assert_eq!(
+            norm("gclab cli cget -key=foo -json"),
+            "gclab cli cget --key=foo --json"
+        );
     }
 
     #[test]
@@ -248,7 +270,10 @@ mod tests {
             norm("gclab cli -set -key k -value -port"),
             "gclab cli set --key k --value -port"
         );
-        assert_eq!(norm("gclab cli set --value -key --key k"), "gclab cli set --value -key --key k");
+        assert_eq!(
+            norm("gclab cli set --value -key --key k"),
+            "gclab cli set --value -key --key k"
+        );
         assert_eq!(norm("gclab cli cget -k foo"), "gclab cli cget -k foo");
         assert_eq!(norm("gclab dbserver -nope"), "gclab dbserver -nope");
     }
@@ -256,7 +281,9 @@ mod tests {
     #[test]
     fn the_normalized_walkthrough_parses() {
         let parsed = Gclab::try_parse_from(normalize(
-            "./cli -port 9002 -cget -key foo".split(' ').map(OsString::from),
+            "./cli -port 9002 -cget -key foo"
+                .split(' ')
+                .map(OsString::from),
         ))
         .unwrap();
         match parsed.command {

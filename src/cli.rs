@@ -39,10 +39,14 @@ pub async fn run(args: CliArgs) -> ExitCode {
     colored::control::set_override(logging::color_enabled());
     let out = Output { json: args.json };
     let key = match &args.command {
-        CliCommand::Set { key, .. } | CliCommand::Get { key, .. } | CliCommand::Cget { key, .. } => key,
+        CliCommand::Set { key, .. }
+        | CliCommand::Get { key, .. }
+        | CliCommand::Cget { key, .. } => key,
     };
     if let Err(e) = key::validate(key) {
-        return out.error(exit::USAGE, &format!("invalid --key: {e}")).into();
+        return out
+            .error(exit::USAGE, &format!("invalid --key: {e}"))
+            .into();
     }
     let started = Instant::now();
     let code = match args.command {
@@ -56,12 +60,22 @@ pub async fn run(args: CliArgs) -> ExitCode {
         CliCommand::Get { key, db } => {
             let db = DbClient::new(&db, TIMEOUT);
             match db.get(&key).await {
-                Ok(Some(value)) => out.value(&key, &value, &format!("dbserver {}", db.addr()), json!({"source": "db", "dbserver": db.addr()}), started.elapsed()),
+                Ok(Some(value)) => out.value(
+                    &key,
+                    &value,
+                    &format!("dbserver {}", db.addr()),
+                    json!({"source": "db", "dbserver": db.addr()}),
+                    started.elapsed(),
+                ),
                 Ok(None) => out.not_found(&key, &format!("dbserver {}", db.addr())),
                 Err(e) => out.client_error(&e),
             }
         }
-        CliCommand::Cget { key, port, frontend } => {
+        CliCommand::Cget {
+            key,
+            port,
+            frontend,
+        } => {
             let addr = frontend.unwrap_or_else(|| format!("127.0.0.1:{port}"));
             let frontend = FrontendClient::new(&addr, TIMEOUT);
             match frontend.cget(&key).await {
@@ -106,7 +120,14 @@ struct Output {
 }
 
 impl Output {
-    fn value(&self, key: &str, value: &[u8], story: &str, mut facts: serde_json::Value, took: Duration) -> u8 {
+    fn value(
+        &self,
+        key: &str,
+        value: &[u8],
+        story: &str,
+        mut facts: serde_json::Value,
+        took: Duration,
+    ) -> u8 {
         if self.json {
             facts["key"] = key.into();
             facts["found"] = true.into();
@@ -116,7 +137,9 @@ impl Output {
         } else {
             let mut stdout = std::io::stdout().lock();
             // A closed stdout (`| head -c0`) is the reader's choice, not our error.
-            let _ = stdout.write_all(value).and_then(|()| stdout.write_all(b"\n"));
+            let _ = stdout
+                .write_all(value)
+                .and_then(|()| stdout.write_all(b"\n"));
             explain(&format!(
                 "{}  ← {story} · {:.1} ms",
                 logging::preview(value),
@@ -128,9 +151,15 @@ impl Output {
 
     fn stored(&self, key: &str, db: &str, took: Duration) -> u8 {
         if self.json {
-            println!("{}", json!({"key": key, "stored": true, "dbserver": db, "ms": millis(took)}));
+            println!(
+                "{}",
+                json!({"key": key, "stored": true, "dbserver": db, "ms": millis(took)})
+            );
         } else {
-            explain(&format!("stored {key} in dbserver {db} · {:.1} ms", millis(took)));
+            explain(&format!(
+                "stored {key} in dbserver {db} · {:.1} ms",
+                millis(took)
+            ));
         }
         exit::FOUND
     }

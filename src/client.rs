@@ -103,7 +103,10 @@ impl Endpoint {
 
     /// Sends a request and sorts its failure into a [`ClientError`]. 404 is not an error
     /// here: callers decide what "not found" means.
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClientError> {
         let response = request.send().await.map_err(|e| self.transport_error(&e))?;
         let status = response.status();
         if status.is_success() || status == StatusCode::NOT_FOUND {
@@ -150,7 +153,11 @@ impl Endpoint {
     fn start_hint(&self) -> String {
         match self.server {
             Server::Dbserver => "gclab dbserver".to_owned(),
-            Server::Frontend => match self.addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()) {
+            Server::Frontend => match self
+                .addr
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+            {
                 Some(port) if port > 1000 => format!("gclab frontend --port {}", port - 1000),
                 _ => "gclab frontend".to_owned(),
             },
@@ -325,10 +332,16 @@ mod tests {
             .unwrap();
         let client = FrontendClient::new(&addr.to_string(), Duration::from_secs(2));
         let error = client.cget("foo").await.unwrap_err();
-        assert!(matches!(error, ClientError::Unreachable { .. }), "{error:?}");
+        assert!(
+            matches!(error, ClientError::Unreachable { .. }),
+            "{error:?}"
+        );
         let message = error.to_string();
         assert!(message.contains("connection refused"), "{message}");
-        assert!(message.contains(&format!("cannot reach frontend at {addr}")), "{message}");
+        assert!(
+            message.contains(&format!("cannot reach frontend at {addr}")),
+            "{message}"
+        );
     }
 
     #[test]

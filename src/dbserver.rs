@@ -56,11 +56,11 @@ impl Store {
     pub fn open(dir: &Path, delay: Duration) -> Result<Store, OpenError> {
         let db = sled::open(dir).map_err(|e| OpenError {
             dir: dir.display().to_string(),
-            reason: match e {
-                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
-                    "it is locked — is another dbserver using it?".to_owned()
-                }
-                other => other.to_string(),
+            // sled reports a held lock only in its message, not in the error kind.
+            reason: if e.to_string().contains("could not acquire lock") {
+                "it is locked — is another dbserver using it?".to_owned()
+            } else {
+                e.to_string()
             },
         })?;
         // sled's `len` walks the whole tree, so count once here and keep the count up to
@@ -120,7 +120,9 @@ pub async fn run(
 }
 
 /// Every route, with rejections turned into clear error bodies.
-pub fn routes(store: Arc<Store>) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
+pub fn routes(
+    store: Arc<Store>,
+) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     get_kv(store.clone())
         .or(put_kv(store.clone()))
         .or(get_stats(store))
@@ -153,21 +155,33 @@ fn get_stats(store: Arc<Store>) -> impl Filter<Extract = (impl Reply,), Error = 
         .map(|store: Arc<Store>| warp::reply::json(&store.stats()))
 }
 
-fn with_store(store: Arc<Store>) -> impl Filter<Extract = (Arc<Store>,), Error = Infallible> + Clone {
+fn with_store(
+    store: Arc<Store>,
+) -> impl Filter<Extract = (Arc<Store>,), Error = Infallible> + Clone {
     warp::any().map(move || store.clone())
 }
 
-async fn read_value(raw_key: String, store: Arc<Store>) -> Result<warp::reply::Response, Rejection> {
+async fn read_value(
+    raw_key: String,
+    store: Arc<Store>,
+) -> Result<warp::reply::Response, Rejection> {
     let key = key::decode(&raw_key).map_err(Problem::bad_key)?;
-    tracing::info!("{} {key}", logging::db("getting"));
+    tracing::info!(kind = "db", "getting {key}");
     match store.get(&key).await {
         Ok(Some(value)) => Ok(http::value(value)),
-        Ok(None) => Ok(http::text(StatusCode::NOT_FOUND, format!("no such key: {key}"))),
+        Ok(None) => Ok(http::text(
+            StatusCode::NOT_FOUND,
+            format!("no such key: {key}"),
+        )),
         Err(e) => Err(Problem::internal(format!("reading {key} from sled failed: {e}")).into()),
     }
 }
 
-async fn write_value(raw_key: String, value: Bytes, store: Arc<Store>) -> Result<StatusCode, Rejection> {
+async fn write_value(
+    raw_key: String,
+    value: Bytes,
+    store: Arc<Store>,
+) -> Result<StatusCode, Rejection> {
     let key = key::decode(&raw_key).map_err(Problem::bad_key)?;
     tracing::info!("setting {key} to {}", logging::preview(&value));
     match store.set(&key, &value).await {

@@ -91,13 +91,18 @@ pub async fn run(
     let api = warp::serve(routes(Arc::clone(&group)))
         .incoming(http_listener)
         .graceful(shutdown.clone())
-        .run();
+        .run()
+        // Boxed to pin its type down: left generic, the compiler cannot prove that warp's
+        // future is `Send` for callers that spawn `run` (rustc issue #100013).
+        .boxed();
     tokio::join!(api, peers::serve(peer_listener, group, shutdown));
     Ok(())
 }
 
 /// Every route, with rejections turned into clear error bodies.
-pub fn routes(group: Arc<Group>) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
+pub fn routes(
+    group: Arc<Group>,
+) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     get_cache(group.clone())
         .or(get_stats(group.clone()))
         .or(get_owner(group))
@@ -128,7 +133,9 @@ fn get_owner(group: Arc<Group>) -> impl Filter<Extract = (impl Reply,), Error = 
         .and_then(owner_get)
 }
 
-fn with_group(group: Arc<Group>) -> impl Filter<Extract = (Arc<Group>,), Error = Infallible> + Clone {
+fn with_group(
+    group: Arc<Group>,
+) -> impl Filter<Extract = (Arc<Group>,), Error = Infallible> + Clone {
     warp::any().map(move || group.clone())
 }
 

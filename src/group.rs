@@ -27,7 +27,6 @@ use bytes::Bytes;
 use crate::cache::Cache;
 use crate::client::DbClient;
 use crate::frontend::Config;
-use crate::logging;
 use crate::peers::Peers;
 use crate::ring::Ring;
 use crate::singleflight::{self, FromPanic};
@@ -132,7 +131,11 @@ impl Group {
         Stats::add(&self.stats.gets);
         if let Some(got) = self.lookup_cache(key) {
             Stats::add(&self.stats.cache_hits);
-            tracing::info!("{key} found in the {} cache", logging::hit(got.source.as_str()));
+            tracing::info!(
+                kind = "hit",
+                "{key} found in the {} cache",
+                got.source.as_str()
+            );
             return Ok(got);
         }
         self.load(key, may_forward).await
@@ -181,14 +184,13 @@ impl Group {
     async fn load_once(&self, key: &str, may_forward: bool) -> Result<Got, GetError> {
         let owner = self.ring.owner(key);
         if may_forward && self.use_peers && owner != self.me {
-            tracing::info!("{key} is owned by {}, asking it", logging::peer(owner));
+            tracing::info!(kind = "peer", "{key} is owned by {owner}, asking it");
             match self.get_from_peer(owner, key).await {
                 Ok(got) => return got,
                 Err(reason) => {
                     Stats::add(&self.stats.peer_errors);
                     tracing::warn!(
-                        "asking {} for {key} failed ({reason}); loading it here instead",
-                        logging::peer(owner)
+                        "asking {owner} for {key} failed ({reason}); loading it here instead"
                     );
                 }
             }
@@ -203,7 +205,11 @@ impl Group {
 
     /// Asks the owning peer. The outer `Result` is the call; the inner one is the answer.
     async fn get_from_peer(&self, owner: &str, key: &str) -> Result<Result<Got, GetError>, String> {
-        let answer = self.peers.get(owner, key).await.map_err(|e| e.to_string())?;
+        let answer = self
+            .peers
+            .get(owner, key)
+            .await
+            .map_err(|e| e.to_string())?;
         Stats::add(&self.stats.peer_loads);
         Ok(match answer {
             Some(value) => {
@@ -224,7 +230,7 @@ impl Group {
 
     /// Loads from the dbserver. A "no such key" answer is a successful load of nothing.
     async fn get_locally(&self, key: &str) -> Result<Bytes, GetError> {
-        tracing::info!("asking {} for {key}", logging::db("dbserver"));
+        tracing::info!(kind = "db", "asking dbserver for {key}");
         match self.db.get(key).await {
             Ok(Some(value)) => {
                 Stats::add(&self.stats.local_loads);
@@ -232,7 +238,7 @@ impl Group {
             }
             Ok(None) => {
                 Stats::add(&self.stats.local_loads);
-                tracing::info!("the dbserver has no {key}");
+                tracing::info!(kind = "db", "the dbserver has no {key}");
                 Err(GetError::NotFound)
             }
             Err(e) => {
@@ -272,7 +278,11 @@ impl Group {
 
     /// Every peer, best first, for `key`.
     pub fn ranking(&self, key: &str) -> Vec<String> {
-        self.ring.ranking(key).into_iter().map(str::to_owned).collect()
+        self.ring
+            .ranking(key)
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
     }
 
     /// This node's name.

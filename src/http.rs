@@ -67,7 +67,9 @@ pub async fn recover(rejection: Rejection) -> Result<warp::reply::Response, Infa
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
                 "the value is larger than the limit of {}",
-                bytesize::ByteSize::b(crate::dbserver::MAX_VALUE_BYTES).display().iec()
+                bytesize::ByteSize::b(crate::dbserver::MAX_VALUE_BYTES)
+                    .display()
+                    .iec()
             ),
         )
     } else if rejection.find::<LengthRequired>().is_some() {
@@ -76,9 +78,15 @@ pub async fn recover(rejection: Rejection) -> Result<warp::reply::Response, Infa
             "send the value with a Content-Length header".to_owned(),
         )
     } else if rejection.find::<MethodNotAllowed>().is_some() {
-        (StatusCode::METHOD_NOT_ALLOWED, "method not allowed here".to_owned())
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed here".to_owned(),
+        )
     } else {
-        (StatusCode::BAD_REQUEST, format!("bad request: {rejection:?}"))
+        (
+            StatusCode::BAD_REQUEST,
+            format!("bad request: {rejection:?}"),
+        )
     };
     Ok(text(status, message))
 }

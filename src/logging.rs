@@ -1,14 +1,26 @@
 //! What a node prints in its terminal: one line per event a learner watches.
 //!
 //! Lines go to stderr through `tracing`, so `RUST_LOG=warn` quiets a node under load.
-//! Colours carry meaning — green for a cache hit, yellow for a peer, red for the database —
-//! but never carry it alone: every line also says it in words. They are off when `NO_COLOR`
-//! is set or stderr is not a terminal, so logs piped to a file stay plain text.
+//! An event names its kind in a field, `tracing::info!(kind = "db", "asking dbserver for
+//! {key}")`, and the line is painted by kind: green for a cache hit, yellow for a peer, red
+//! for the database. The words say the same, so the colour is never the only carrier of
+//! meaning. Colours are off when `NO_COLOR` is set or stderr is not a terminal, so logs
+//! piped to a file stay plain text.
+//!
+//! Why paint whole lines by a field rather than colour words inside the message:
+//! `tracing-subscriber` escapes control characters in messages (a key could otherwise
+//! smuggle terminal escapes into your screen), which turns inline colour codes into
+//! visible `\x1b[31m` noise.
 
+use std::fmt;
 use std::io::IsTerminal;
 
 use colored::{ColoredString, Colorize};
-use tracing_subscriber::fmt::{format::Writer, time::FormatTime};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
 /// Whether stderr gets colours: a terminal, and nobody asked for `NO_COLOR`.
@@ -16,34 +28,94 @@ pub fn color_enabled() -> bool {
     std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
 }
 
+/// Our events at `info`; tarpc's own at `warn`, or every peer call would add its lines.
+const DEFAULT_FILTER: &str = "info,tarpc=warn";
+
 /// Starts logging to stderr at `info`, unless `RUST_LOG` says otherwise.
 /// Calling it twice is harmless (tests start many servers in one process).
 pub fn init() {
     let color = color_enabled();
     colored::control::set_override(color);
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(color)
-        .with_target(false)
-        .with_timer(ClockTime)
+        .event_format(Line)
         .try_init();
 }
 
-/// `13:15:07.123`, UTC: short enough to compare lines across terminals at a glance.
-/// The alternative, tracing's default RFC 3339 stamp, is three times as long.
-struct ClockTime;
+/// One event as one line: `13:15:07.123  asking dbserver for foo`, painted by its kind.
+/// Warnings and errors say so in words. The time is UTC, short enough to compare lines
+/// across terminals at a glance (tracing's default RFC 3339 stamp is three times as long).
+struct Line;
 
-impl FormatTime for ClockTime {
-    fn format_time(&self, w: &mut Writer<'_>) -> std::fmt::Result {
+impl<S, N> FormatEvent<S, N> for Line
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _: &FmtContext<'_, S, N>,
+        mut w: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         let (secs, millis) = (now.as_secs(), now.subsec_millis());
         let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
-        write!(w, "{h:02}:{m:02}:{s:02}.{millis:03}")
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let level = match *event.metadata().level() {
+            Level::ERROR => "error: ",
+            Level::WARN => "warning: ",
+            _ => "",
+        };
+        let line = format!("{level}{}", fields.message);
+        let line = match fields.kind.as_str() {
+            "hit" => hit(&line),
+            "peer" => peer(&line),
+            "db" => db(&line),
+            _ if !level.is_empty() => line.bold(),
+            _ => line.normal(),
+        };
+        writeln!(w, "{h:02}:{m:02}:{s:02}.{millis:03}  {line}")
     }
+}
+
+/// The two fields our events carry: the message and its kind.
+#[derive(Default)]
+struct Fields {
+    message: String,
+    kind: String,
+}
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            "kind" => self.kind = value.to_owned(),
+            "message" => self.message = printable(value),
+            _ => {}
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if field.name() == "message" {
+            self.message = printable(&format!("{value:?}"));
+        }
+    }
+}
+
+/// Escapes control characters, so text from the network (a key) cannot drive the terminal.
+fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| match c.is_control() {
+            true => c.escape_default().collect::<Vec<_>>(),
+            false => vec![c],
+        })
+        .collect()
 }
 
 /// A cache hit: green.

@@ -31,7 +31,6 @@ use tokio::task::JoinSet;
 
 use crate::group::{GetError, Group};
 use crate::key;
-use crate::logging;
 
 /// The largest frame either side accepts: a value (at most 1 MiB) plus room for the rest.
 pub const MAX_FRAME_BYTES: usize = 2 * 1024 * 1024;
@@ -56,7 +55,7 @@ struct PeerServer {
 impl Peer for PeerServer {
     async fn get(self, _: context::Context, key: String) -> Result<Option<Bytes>, String> {
         key::validate(&key).map_err(|e| e.to_string())?;
-        tracing::info!("{} asked for {key}", logging::peer("peer"));
+        tracing::info!(kind = "peer", "peer asked for {key}");
         match self.group.serve_peer(&key).await {
             Ok(got) => Ok(Some(got.value)),
             Err(GetError::NotFound) => Ok(None),

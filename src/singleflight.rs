@@ -248,9 +248,7 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_load_becomes_an_error_for_everyone() {
         let group = TestGroup::default();
-        let (result, _) = group
-            .work("k", || async { panic!("boom") })
-            .await;
+        let (result, _) = group.work("k", || async { panic!("boom") }).await;
         assert!(matches!(result, Err(Failed(m)) if m.contains("panic")));
         assert_eq!(group.in_flight(), 0, "a panicked load is forgotten too");
         let (again, _) = group.work("k", || async { Ok("v".to_string()) }).await;

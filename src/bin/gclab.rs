@@ -60,7 +60,10 @@ async fn run_frontend(args: FrontendArgs) -> Result<(), String> {
     let http_port = match args.http_port {
         Some(port) => port,
         None => args.port.checked_add(1000).ok_or_else(|| {
-            format!("--port {} + 1000 is not a port; give --http-port", args.port)
+            format!(
+                "--port {} + 1000 is not a port; give --http-port",
+                args.port
+            )
         })?,
     };
     let peer_addr = format!("127.0.0.1:{}", args.port);

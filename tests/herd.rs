@@ -1,0 +1,59 @@
+//! The thundering herd: a thousand concurrent cgets of one cold key read the database once.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::join_all;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_thousand_concurrent_cold_cgets_over_three_frontends_read_the_database_once() {
+    let topology = common::start(3, Duration::from_millis(200), |_| {}).await;
+    topology
+        .db
+        .set("herd", Bytes::from_static(b"stampede"))
+        .await
+        .unwrap();
+    let before = topology.db.stats().await.unwrap().gets;
+
+    let replies = join_all((0..1000).map(|i| topology.frontends[i % 3].cget("herd"))).await;
+
+    for reply in replies {
+        let cached = reply.unwrap().expect("the key exists");
+        assert_eq!(cached.value, "stampede");
+    }
+    let after = topology.db.stats().await.unwrap().gets;
+    assert_eq!(
+        after - before,
+        1,
+        "the dbserver was read {} times",
+        after - before
+    );
+
+    let owner = topology.owner_of("herd").await;
+    let mut gets = 0;
+    for (i, frontend) in topology.frontends.iter().enumerate() {
+        let stats = frontend.stats().await.unwrap();
+        assert_eq!(
+            stats.local_loads,
+            u64::from(i == owner),
+            "node {i}: {stats:?}"
+        );
+        gets += stats.gets - stats.server_requests;
+    }
+    assert_eq!(gets, 1000, "every client request was counted once");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_singleflight_every_miss_reads_the_database() {
+    let topology = common::start(1, Duration::from_millis(200), |c| c.singleflight = false).await;
+    topology
+        .db
+        .set("herd", Bytes::from_static(b"v"))
+        .await
+        .unwrap();
+    join_all((0..20).map(|_| topology.frontends[0].cget("herd"))).await;
+    // All 20 arrive within the 200 ms load, so none finds the value cached.
+    assert_eq!(topology.db.stats().await.unwrap().gets, 20);
+}
