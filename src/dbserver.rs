@@ -13,13 +13,14 @@
 //! - `GET /kv/{key}` → 200 and the value, or 404
 //! - `PUT /kv/{key}` with the value as body → 204
 //! - `GET /stats` → `{"gets": N, "sets": N, "keys": N}`
+//! - `GET /metrics` → the same counters and request latencies, for Prometheus
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::net::TcpListener;
@@ -29,6 +30,7 @@ use warp::{Filter, Rejection, Reply};
 use crate::http::{self, Problem};
 use crate::key;
 use crate::logging;
+use crate::metrics::Metrics;
 use crate::stats::DbStats;
 
 /// The largest value, as in memcached.
@@ -109,7 +111,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     http::set_nodelay(&listener);
-    warp::serve(routes(store.clone()))
+    let api = Arc::new(Api {
+        metrics: Metrics::new(store.clone(), "op"),
+        store: Arc::clone(&store),
+    });
+    warp::serve(routes(api))
         .incoming(listener)
         .graceful(shutdown)
         .run()
@@ -119,73 +125,81 @@ pub async fn run(
     }
 }
 
+/// What the HTTP handlers share: the store and the request metrics.
+pub struct Api {
+    pub store: Arc<Store>,
+    pub metrics: Metrics,
+}
+
 /// Every route, with rejections turned into clear error bodies.
-pub fn routes(
-    store: Arc<Store>,
-) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
-    get_kv(store.clone())
-        .or(put_kv(store.clone()))
-        .or(get_stats(store))
+pub fn routes(api: Arc<Api>) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
+    get_kv(api.clone())
+        .or(put_kv(api.clone()))
+        .or(get_stats(api.clone()))
+        .or(get_metrics(api))
         .recover(http::recover)
 }
 
 /// `GET /kv/{key}`
-fn get_kv(store: Arc<Store>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+fn get_kv(api: Arc<Api>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     warp::path!("kv" / String)
         .and(warp::get())
-        .and(with_store(store))
+        .and(with_api(api))
         .and_then(read_value)
 }
 
 /// `PUT /kv/{key}` with the value as the body.
-fn put_kv(store: Arc<Store>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+fn put_kv(api: Arc<Api>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     warp::path!("kv" / String)
         .and(warp::put())
         .and(warp::body::content_length_limit(MAX_VALUE_BYTES))
         .and(warp::body::bytes())
-        .and(with_store(store))
+        .and(with_api(api))
         .and_then(write_value)
 }
 
 /// `GET /stats`
-fn get_stats(store: Arc<Store>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+fn get_stats(api: Arc<Api>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     warp::path!("stats")
         .and(warp::get())
-        .and(with_store(store))
-        .map(|store: Arc<Store>| warp::reply::json(&store.stats()))
+        .and(with_api(api))
+        .map(|api: Arc<Api>| warp::reply::json(&api.store.stats()))
 }
 
-fn with_store(
-    store: Arc<Store>,
-) -> impl Filter<Extract = (Arc<Store>,), Error = Infallible> + Clone {
-    warp::any().map(move || store.clone())
+/// `GET /metrics`
+fn get_metrics(api: Arc<Api>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::path!("metrics")
+        .and(warp::get())
+        .and(with_api(api))
+        .map(|api: Arc<Api>| http::metrics(&api.metrics))
 }
 
-async fn read_value(
-    raw_key: String,
-    store: Arc<Store>,
-) -> Result<warp::reply::Response, Rejection> {
+fn with_api(api: Arc<Api>) -> impl Filter<Extract = (Arc<Api>,), Error = Infallible> + Clone {
+    warp::any().map(move || api.clone())
+}
+
+async fn read_value(raw_key: String, api: Arc<Api>) -> Result<warp::reply::Response, Rejection> {
+    let started = Instant::now();
     let key = key::decode(&raw_key).map_err(Problem::bad_key)?;
     tracing::info!(kind = "db", "getting {key}");
-    match store.get(&key).await {
-        Ok(Some(value)) => Ok(http::value(value)),
-        Ok(None) => Ok(http::text(
-            StatusCode::NOT_FOUND,
-            format!("no such key: {key}"),
-        )),
-        Err(e) => Err(Problem::internal(format!("reading {key} from sled failed: {e}")).into()),
-    }
+    let reply = match api.store.get(&key).await {
+        Ok(Some(value)) => http::value(value),
+        Ok(None) => http::text(StatusCode::NOT_FOUND, format!("no such key: {key}")),
+        Err(e) => return Err(Problem::internal(format!("reading {key} from sled failed: {e}")).into()),
+    };
+    api.metrics.observe("op", "get", started.elapsed());
+    Ok(reply)
 }
 
-async fn write_value(
-    raw_key: String,
-    value: Bytes,
-    store: Arc<Store>,
-) -> Result<StatusCode, Rejection> {
+async fn write_value(raw_key: String, value: Bytes, api: Arc<Api>) -> Result<StatusCode, Rejection> {
+    let started = Instant::now();
     let key = key::decode(&raw_key).map_err(Problem::bad_key)?;
     tracing::info!("setting {key} to {}", logging::preview(&value));
-    match store.set(&key, &value).await {
-        Ok(()) => Ok(StatusCode::NO_CONTENT),
+    match api.store.set(&key, &value).await {
+        Ok(()) => {
+            api.metrics.observe("op", "set", started.elapsed());
+            Ok(StatusCode::NO_CONTENT)
+        }
         Err(e) => Err(Problem::internal(format!("writing {key} to sled failed: {e}")).into()),
     }
 }

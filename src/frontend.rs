@@ -9,11 +9,12 @@
 //!   404 when the dbserver has no such key; 502 when the value could not be loaded
 //! - `GET /stats` → the groupcache counters as JSON
 //! - `GET /owner/{key}` → the owner and the whole rendezvous ranking of peers
+//! - `GET /metrics` → the same counters and request latencies, for Prometheus
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use tokio::net::TcpListener;
@@ -24,6 +25,7 @@ use crate::client::Ownership;
 use crate::group::{GetError, Group};
 use crate::http::{self, Problem};
 use crate::key;
+use crate::metrics::Metrics;
 use crate::peers;
 
 /// Everything a frontend needs to know, as its flags say it.
@@ -85,88 +87,113 @@ pub async fn run(
 ) -> Result<(), ConfigError> {
     config.validate()?;
     let group = Arc::new(Group::new(&config));
+    let api = Arc::new(Api {
+        metrics: Metrics::new(group.clone(), "source"),
+        group: Arc::clone(&group),
+    });
     // Both servers stop on the same signal; `shared` lets two futures await one.
     let shutdown = shutdown.boxed().shared();
     http::set_nodelay(&http_listener);
-    let api = warp::serve(routes(Arc::clone(&group)))
+    let http_server = warp::serve(routes(api))
         .incoming(http_listener)
         .graceful(shutdown.clone())
         .run()
         // Boxed to pin its type down: left generic, the compiler cannot prove that warp's
         // future is `Send` for callers that spawn `run` (rustc issue #100013).
         .boxed();
-    tokio::join!(api, peers::serve(peer_listener, group, shutdown));
+    tokio::join!(http_server, peers::serve(peer_listener, group, shutdown));
     Ok(())
 }
 
+/// What the HTTP handlers share: the Get path and the request metrics.
+pub struct Api {
+    pub group: Arc<Group>,
+    pub metrics: Metrics,
+}
+
 /// Every route, with rejections turned into clear error bodies.
-pub fn routes(
-    group: Arc<Group>,
-) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
-    get_cache(group.clone())
-        .or(get_stats(group.clone()))
-        .or(get_owner(group))
+pub fn routes(api: Arc<Api>) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
+    get_cache(api.clone())
+        .or(get_stats(api.clone()))
+        .or(get_owner(api.clone()))
+        .or(get_metrics(api))
         .recover(http::recover)
 }
 
 /// `GET /cache/{key}`
-fn get_cache(group: Arc<Group>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+fn get_cache(api: Arc<Api>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     warp::path!("cache" / String)
         .and(warp::get())
-        .and(with_group(group))
+        .and(with_api(api))
         .and_then(cache_get)
 }
 
 /// `GET /stats`
-fn get_stats(group: Arc<Group>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+fn get_stats(api: Arc<Api>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     warp::path!("stats")
         .and(warp::get())
-        .and(with_group(group))
-        .map(|group: Arc<Group>| warp::reply::json(&group.stats()))
+        .and(with_api(api))
+        .map(|api: Arc<Api>| warp::reply::json(&api.group.stats()))
 }
 
 /// `GET /owner/{key}`
-fn get_owner(group: Arc<Group>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+fn get_owner(api: Arc<Api>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     warp::path!("owner" / String)
         .and(warp::get())
-        .and(with_group(group))
+        .and(with_api(api))
         .and_then(owner_get)
 }
 
-fn with_group(
-    group: Arc<Group>,
-) -> impl Filter<Extract = (Arc<Group>,), Error = Infallible> + Clone {
-    warp::any().map(move || group.clone())
+/// `GET /metrics`
+fn get_metrics(api: Arc<Api>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::path!("metrics")
+        .and(warp::get())
+        .and(with_api(api))
+        .map(|api: Arc<Api>| http::metrics(&api.metrics))
 }
 
-async fn cache_get(raw_key: String, group: Arc<Group>) -> Result<warp::reply::Response, Rejection> {
+fn with_api(api: Arc<Api>) -> impl Filter<Extract = (Arc<Api>,), Error = Infallible> + Clone {
+    warp::any().map(move || api.clone())
+}
+
+async fn cache_get(raw_key: String, api: Arc<Api>) -> Result<warp::reply::Response, Rejection> {
+    let started = Instant::now();
     let key = key::decode(&raw_key).map_err(Problem::bad_key)?;
     tracing::info!("cli asked for {key}");
-    match group.get(&key).await {
+    let group = &api.group;
+    let (reply, label) = match group.get(&key).await {
         Ok(got) => {
             let mut response = http::value(got.value);
             let headers = response.headers_mut();
             headers.insert("x-gclab-node", header(group.me()));
             headers.insert("x-gclab-owner", header(group.owner(&key)));
             headers.insert("x-gclab-source", header(got.source.as_str()));
-            Ok(response)
+            (response, got.source.as_str())
         }
-        Err(GetError::NotFound) => Ok(http::text(
-            StatusCode::NOT_FOUND,
-            format!("no such key: the dbserver has no {key}"),
-        )),
-        Err(GetError::Unavailable(reason)) => Ok(http::text(
-            StatusCode::BAD_GATEWAY,
-            format!("could not load {key}: {reason}"),
-        )),
-    }
+        Err(GetError::NotFound) => (
+            http::text(
+                StatusCode::NOT_FOUND,
+                format!("no such key: the dbserver has no {key}"),
+            ),
+            "not_found",
+        ),
+        Err(GetError::Unavailable(reason)) => (
+            http::text(
+                StatusCode::BAD_GATEWAY,
+                format!("could not load {key}: {reason}"),
+            ),
+            "error",
+        ),
+    };
+    api.metrics.observe("source", label, started.elapsed());
+    Ok(reply)
 }
 
-async fn owner_get(raw_key: String, group: Arc<Group>) -> Result<warp::reply::Json, Rejection> {
+async fn owner_get(raw_key: String, api: Arc<Api>) -> Result<warp::reply::Json, Rejection> {
     let key = key::decode(&raw_key).map_err(Problem::bad_key)?;
     Ok(warp::reply::json(&Ownership {
-        owner: group.owner(&key).to_owned(),
-        ranking: group.ranking(&key),
+        owner: api.group.owner(&key).to_owned(),
+        ranking: api.group.ranking(&key),
         key,
     }))
 }

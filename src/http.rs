@@ -56,6 +56,16 @@ pub fn value(value: bytes::Bytes) -> warp::reply::Response {
     response
 }
 
+/// The `/metrics` reply.
+pub fn metrics(metrics: &crate::metrics::Metrics) -> warp::reply::Response {
+    let mut response = warp::http::Response::new(metrics.render()).into_response();
+    response.headers_mut().insert(
+        warp::http::header::CONTENT_TYPE,
+        warp::http::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+    );
+    response
+}
+
 /// Turns every rejection into a clear plain-text error reply.
 pub async fn recover(rejection: Rejection) -> Result<warp::reply::Response, Infallible> {
     let (status, message) = if let Some(problem) = rejection.find::<Problem>() {

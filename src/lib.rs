@@ -21,10 +21,12 @@
 //! - [`cli`] — `gclab cli set | get | cget`.
 //! - [`args`] — the command line, including the 2013 walkthrough's Go-style flags.
 //! - [`stats`] — the counters, as `GET /stats` returns them.
+//! - [`metrics`] — the same counters and request latencies as `GET /metrics`, for Prometheus.
 //! - [`key`] — what a valid key is and how it travels in a URL.
 //! - [`http`] — error replies and socket options the HTTP servers share.
 //! - [`logging`] — the coloured event lines a node prints.
 //! - [`shutdown`] — stopping on Ctrl-C or SIGTERM.
+//! - [`topology`] — a dbserver and N frontends in one process, for the demo and the tests.
 
 pub mod args;
 pub mod cache;
@@ -36,8 +38,10 @@ pub mod group;
 pub mod http;
 pub mod key;
 pub mod logging;
+pub mod metrics;
 pub mod peers;
 pub mod ring;
 pub mod shutdown;
 pub mod singleflight;
 pub mod stats;
+pub mod topology;

@@ -31,7 +31,7 @@ async fn a_thousand_concurrent_cold_cgets_over_three_frontends_read_the_database
         after - before
     );
 
-    let owner = topology.owner_of("herd").await;
+    let owner = topology.owner_of("herd").await.unwrap();
     let mut gets = 0;
     for (i, frontend) in topology.frontends.iter().enumerate() {
         let stats = frontend.stats().await.unwrap();

@@ -31,7 +31,7 @@ async fn bad_keys_get_400_missing_keys_404_and_values_200() {
     );
     let (status, body) = get(format!("http://{fe}/cache/%ff")).await;
     assert_eq!(status, 400, "{body}");
-    let (status, _) = get(format!("http://{}/kv/%ff", topology.db_addr)).await;
+    let (status, _) = get(format!("http://{}/kv/%ff", topology.db_addr())).await;
     assert_eq!(status, 400);
     let (status, _) = get(format!("http://{fe}/nowhere")).await;
     assert_eq!(status, 404);
@@ -41,7 +41,7 @@ async fn bad_keys_get_400_missing_keys_404_and_values_200() {
 async fn a_value_over_1_mib_is_refused_with_413() {
     let topology = common::start(1, Duration::ZERO, |_| {}).await;
     let response = reqwest::Client::new()
-        .put(format!("http://{}/kv/big", topology.db_addr))
+        .put(format!("http://{}/kv/big", topology.db_addr()))
         .body(vec![0u8; 1024 * 1024 + 1])
         .send()
         .await

@@ -18,8 +18,8 @@ async fn cli_json(line: &str) -> (serde_json::Value, i32) {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_walkthrough_answers_bar_at_every_step_from_the_right_place() {
     let topology = start(3, Duration::from_millis(100), |_| {}).await;
-    let db = &topology.db_addr;
-    let owner = topology.owner_of("foo").await;
+    let db = topology.db_addr();
+    let owner = topology.owner_of("foo").await.unwrap();
     let other = (owner + 1) % 3;
     let owner_port = topology
         .http_addr(owner)
@@ -81,7 +81,7 @@ async fn the_walkthrough_answers_bar_at_every_step_from_the_right_place() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_value_alone_goes_to_stdout() {
     let topology = start(1, Duration::ZERO, |_| {}).await;
-    let db = &topology.db_addr;
+    let db = topology.db_addr();
     run_gclab(&format!("cli set --key k --value hello --db {db}")).await;
     let output = run_gclab(&format!(
         "cli cget --key k --frontend {}",
