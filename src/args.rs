@@ -25,8 +25,47 @@ pub enum Command {
     Dbserver(DbserverArgs),
     /// A cache peer: tarpc for other peers on --port, HTTP for clients on --http-port.
     Frontend(FrontendArgs),
-    /// Talk to the dbserver (set, get) or to a frontend (cget).
+    /// Talk to the dbserver (set, get), a frontend (cget), or all of them (herd, bench, stats).
     Cli(CliArgs),
+    /// The whole story in one go: the walkthrough, the herd three ways, the stats table.
+    Demo(DemoArgs),
+    /// The whole topology in one terminal: a dbserver and frontends as child processes.
+    Up(UpArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Leave the topology running at the end, and print commands to try on it.
+    #[arg(long)]
+    pub keep: bool,
+    /// How long every database read waits.
+    #[arg(long, default_value = "300ms", value_parser = humantime::parse_duration)]
+    pub delay: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// How many frontends to start.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=32))]
+    pub frontends: u16,
+    /// The first frontend's peer port; the others follow (8001, 8002, 8003).
+    #[arg(long, default_value_t = 8001)]
+    pub port: u16,
+    /// The dbserver's address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub db_addr: String,
+    /// Where the dbserver keeps its data.
+    #[arg(long, default_value = "gclab-data")]
+    pub data_dir: PathBuf,
+    /// How long every database read waits.
+    #[arg(long, default_value = "300ms", value_parser = humantime::parse_duration)]
+    pub delay: Duration,
+    /// Start the frontends with --no-singleflight.
+    #[arg(long)]
+    pub no_singleflight: bool,
+    /// Start the frontends with --no-peers.
+    #[arg(long)]
+    pub no_peers: bool,
 }
 
 #[derive(Debug, Args)]
@@ -121,6 +160,75 @@ pub enum CliCommand {
         #[arg(long, conflicts_with = "port")]
         frontend: Option<String>,
     },
+    /// Fire many cgets of one fresh key at once, and count how often the database was read.
+    Herd {
+        /// The key to ask for [default: a fresh one, written to the dbserver first]
+        #[arg(long)]
+        key: Option<String>,
+        /// How many cgets to fire at once.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        requests: u32,
+        /// The frontends' HTTP ports (or host:port), comma-separated; requests go round-robin.
+        #[arg(long, value_delimiter = ',', default_value = "9001,9002,9003")]
+        frontends: Vec<String>,
+        /// The dbserver's address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        db: String,
+    },
+    /// Load-test the frontends with keys drawn at random from key1..keyN.
+    Bench {
+        /// Open loop: send this many requests per second, whatever the answers do.
+        #[arg(long, conflicts_with = "concurrency", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        rate: Option<u32>,
+        /// Closed loop: keep this many requests in flight [default: 32]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        concurrency: Option<u32>,
+        /// How long to send for.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// How many distinct keys: key1..keyN.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+        keys: u32,
+        /// The frontends' HTTP ports (or host:port), comma-separated; requests go round-robin.
+        #[arg(long, value_delimiter = ',', default_value = "9001,9002,9003")]
+        frontends: Vec<String>,
+        /// The dbserver, where missing keys are written before the run.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        db: String,
+        /// Do not write key1..keyN to the dbserver first.
+        #[arg(long)]
+        no_fill: bool,
+    },
+    /// One table: every frontend's counters and caches, and the dbserver's.
+    Stats {
+        /// The frontends' HTTP ports (or host:port), comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "9001,9002,9003")]
+        frontends: Vec<String>,
+        /// The dbserver's address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        db: String,
+        /// Redraw the table every second, until Ctrl-C.
+        #[arg(long)]
+        watch: bool,
+    },
+}
+
+impl CliArgs {
+    /// Whether the command generates load (and wants a multi-threaded runtime).
+    pub fn is_load(&self) -> bool {
+        matches!(
+            self.command,
+            CliCommand::Herd { .. } | CliCommand::Bench { .. }
+        )
+    }
+}
+
+/// `8002` → `127.0.0.1:8002`; `host:port` stays as it is. Used for --peers and --frontends.
+pub fn address(text: &str) -> String {
+    match text.trim().parse::<u16>() {
+        Ok(port) => format!("127.0.0.1:{port}"),
+        Err(_) => text.trim().to_owned(),
+    }
 }
 
 /// The programs `build.sh` links to `gclab`; each runs the subcommand of its name.

@@ -35,17 +35,19 @@ pub enum ClientError {
         after: Duration,
     },
     /// The server refused the request (4xx): the request itself was wrong.
-    #[error("{server} at {addr} refused the request: {message}")]
+    #[error("{server} at {addr} refused the request: {status} {message}")]
     Refused {
         server: Server,
         addr: String,
+        status: u16,
         message: String,
     },
-    /// The server answered with an error of its own (5xx).
-    #[error("{server} at {addr} failed: {message}")]
+    /// The server answered with an error of its own (5xx), or an unreadable answer.
+    #[error("{server} at {addr} failed: {status} {message}")]
     Failed {
         server: Server,
         addr: String,
+        status: u16,
         message: String,
     },
 }
@@ -112,18 +114,20 @@ impl Endpoint {
         if status.is_success() || status == StatusCode::NOT_FOUND {
             return Ok(response);
         }
-        let message = response.text().await.unwrap_or_default();
-        let message = format!("{} {}", status.as_u16(), message.trim());
-        Err(if status.is_client_error() {
+        let message = response.text().await.unwrap_or_default().trim().to_owned();
+        let (server, addr, status) = (self.server, self.addr.clone(), status.as_u16());
+        Err(if (400..500).contains(&status) {
             ClientError::Refused {
-                server: self.server,
-                addr: self.addr.clone(),
+                server,
+                addr,
+                status,
                 message,
             }
         } else {
             ClientError::Failed {
-                server: self.server,
-                addr: self.addr.clone(),
+                server,
+                addr,
+                status,
                 message,
             }
         })
@@ -314,7 +318,8 @@ impl Endpoint {
         serde_json::from_slice(&body).map_err(|e| ClientError::Failed {
             server: self.server,
             addr: self.addr.clone(),
-            message: format!("unreadable answer to {path}: {e}"),
+            status: 200,
+            message: format!("but its answer to {path} is unreadable: {e}"),
         })
     }
 }

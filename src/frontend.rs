@@ -25,7 +25,7 @@ use crate::client::Ownership;
 use crate::group::{GetError, Group};
 use crate::http::{self, Problem};
 use crate::key;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Snapshot};
 use crate::peers;
 
 /// Everything a frontend needs to know, as its flags say it.
@@ -88,7 +88,10 @@ pub async fn run(
     config.validate()?;
     let group = Arc::new(Group::new(&config));
     let api = Arc::new(Api {
-        metrics: Metrics::new(group.clone(), "source"),
+        metrics: Metrics::new(
+            "source",
+            &["main", "hot", "peer", "db", "not_found", "error"],
+        ),
         group: Arc::clone(&group),
     });
     // Both servers stop on the same signal; `shared` lets two futures await one.
@@ -149,7 +152,7 @@ fn get_metrics(api: Arc<Api>) -> impl Filter<Extract = (impl Reply,), Error = Re
     warp::path!("metrics")
         .and(warp::get())
         .and(with_api(api))
-        .map(|api: Arc<Api>| http::metrics(&api.metrics))
+        .map(|api: Arc<Api>| http::metrics(api.metrics.render(Snapshot::Node(api.group.stats()))))
 }
 
 fn with_api(api: Arc<Api>) -> impl Filter<Extract = (Arc<Api>,), Error = Infallible> + Clone {
@@ -185,7 +188,7 @@ async fn cache_get(raw_key: String, api: Arc<Api>) -> Result<warp::reply::Respon
             "error",
         ),
     };
-    api.metrics.observe("source", label, started.elapsed());
+    api.metrics.observe(label, started.elapsed());
     Ok(reply)
 }
 

@@ -18,7 +18,9 @@
 //! - [`frontend`] — a cache node: its configuration and its HTTP API for clients.
 //! - [`dbserver`] — the slow, durable store (sled behind HTTP).
 //! - [`client`] — HTTP clients for the dbserver and the frontends.
-//! - [`cli`] — `gclab cli set | get | cget`.
+//! - [`cli`] — `gclab cli set | get | cget | herd | bench | stats`.
+//! - [`demo`] — `gclab demo`: the walkthrough, the herd three ways, and the stats table.
+//! - [`up`] — `gclab up`: the whole topology as child processes in one terminal.
 //! - [`args`] — the command line, including the 2013 walkthrough's Go-style flags.
 //! - [`stats`] — the counters, as `GET /stats` returns them.
 //! - [`metrics`] — the same counters and request latencies as `GET /metrics`, for Prometheus.
@@ -33,6 +35,7 @@ pub mod cache;
 pub mod cli;
 pub mod client;
 pub mod dbserver;
+pub mod demo;
 pub mod frontend;
 pub mod group;
 pub mod http;
@@ -45,3 +48,4 @@ pub mod shutdown;
 pub mod singleflight;
 pub mod stats;
 pub mod topology;
+pub mod up;

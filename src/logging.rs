@@ -23,9 +23,14 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
-/// Whether stderr gets colours: a terminal, and nobody asked for `NO_COLOR`.
+/// Whether stderr gets colours: never with `NO_COLOR`, always with `CLICOLOR_FORCE` (which
+/// `gclab up` sets for its children, whose stderr is a pipe), else when it is a terminal.
 pub fn color_enabled() -> bool {
-    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
+    if std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()) {
+        return false;
+    }
+    std::env::var_os("CLICOLOR_FORCE").is_some_and(|v| !v.is_empty() && v != "0")
+        || std::io::stderr().is_terminal()
 }
 
 /// Our events at `info`; tarpc's own at `warn`, or every peer call would add its lines.

@@ -1,149 +1,200 @@
 //! `GET /metrics`: the same counters as `/stats`, for Prometheus, plus latency histograms.
 //!
-//! Written with `prometheus-client`, the Prometheus project's own Rust client, with no
-//! default features (so no TLS or protobuf stack comes along). The counters are not kept a
-//! second time: a collector reads the live [`NodeStats`](crate::stats::NodeStats) or
-//! [`DbStats`](crate::stats::DbStats) on each scrape, so `/stats` and `/metrics` can never
-//! disagree. Only the request-latency histograms live here.
+//! Written with the `metrics` facade and `metrics-exporter-prometheus`, with the exporter's
+//! default features off: they bring an HTTP listener and a push-gateway client whose TLS
+//! stack compiles a C crypto library, and we serve `/metrics` from our own warp routes.
 //!
-//! The output is the OpenMetrics text format, which Prometheus scrapes natively.
+//! Each server owns its recorder (not the process-global one the `metrics` macros use by
+//! default), so the tests' several frontends in one process keep separate numbers. The
+//! counters are not counted twice: the live [`NodeStats`] or [`DbStats`] are copied into
+//! the recorder on each scrape (`Counter::absolute`), so `/stats` and `/metrics` never
+//! disagree. Only the request-latency histograms are recorded here as requests finish.
+//!
+//! The output is Prometheus' classic text format (`promtool check metrics` accepts it).
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::time::Duration;
 
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
-use crate::cache::CacheStats;
 use crate::stats::{DbStats, NodeStats};
 
 /// The content type of what [`Metrics::render`] returns.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// A registry and the request-latency histograms of one server.
+/// Histogram buckets in seconds: 100 µs to ~6.5 s in 17 doublings. A cache hit lands in
+/// the first few, a database read near the delay, a timeout at the top.
+fn buckets() -> Vec<f64> {
+    (0..17).map(|i| 0.0001 * f64::from(1u32 << i)).collect()
+}
+
+/// What a server's counters look like at scrape time.
+pub enum Snapshot {
+    Node(NodeStats),
+    Db(DbStats),
+}
+
+/// One server's recorder and its latency histograms, one per label value.
 pub struct Metrics {
-    registry: Registry,
-    requests: Family<Vec<(&'static str, &'static str)>, Histogram>,
-}
-
-/// Something whose counters are read on every scrape.
-pub trait Source: Send + Sync + 'static {
-    fn encode(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error>;
-}
-
-impl Source for crate::group::Group {
-    fn encode(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        encode_node(&self.stats(), encoder)
-    }
-}
-
-impl Source for crate::dbserver::Store {
-    fn encode(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        encode_db(&self.stats(), encoder)
-    }
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    requests: HashMap<&'static str, metrics::Histogram>,
 }
 
 impl Metrics {
-    /// Metrics for a server whose counters `source` reports; requests are labelled by `label`
-    /// (`source` on a frontend: main, hot, peer, db, error; `op` on the dbserver: get, set).
-    pub fn new(source: Arc<dyn Source>, label: &'static str) -> Metrics {
-        let mut registry = Registry::with_prefix("gclab");
-        registry.register_collector(Box::new(Scrape(source)));
-        // 100 µs to ~6.5 s in 17 doublings: a cache hit lands in the first buckets, a
-        // database read near the delay, a timeout at the top.
-        let requests = Family::<Vec<(&'static str, &'static str)>, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.0001, 2.0, 17))
+    /// Metrics for a server whose requests are labelled `label` = one of `values`
+    /// (on a frontend `source` = main, hot, peer, db, not_found, error; on the dbserver
+    /// `op` = get, set).
+    pub fn new(label: &'static str, values: &[&'static str]) -> Metrics {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(&buckets())
+            .expect("the bucket list is not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        let requests = metrics::with_local_recorder(&recorder, || {
+            describe_histogram!(
+                "gclab_request_duration_seconds",
+                Unit::Seconds,
+                format!("Time to answer a request, by {label}")
+            );
+            describe_all();
+            values
+                .iter()
+                .map(|v| {
+                    (
+                        *v,
+                        metrics::histogram!("gclab_request_duration_seconds", label => *v),
+                    )
+                })
+                .collect()
         });
-        registry.register(
-            "request_duration_seconds",
-            format!("Time to answer a request, by {label}"),
-            requests.clone(),
-        );
-        Metrics { registry, requests }
-    }
-
-    /// Records one request that took `took`, labelled `name=value`.
-    pub fn observe(&self, name: &'static str, value: &'static str, took: Duration) {
-        self.requests
-            .get_or_create(&vec![(name, value)])
-            .observe(took.as_secs_f64());
-    }
-
-    /// The exposition text.
-    pub fn render(&self) -> String {
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry)
-            .expect("writing to a String cannot fail");
-        text
-    }
-}
-
-/// Adapts a [`Source`] to prometheus-client's `Collector`.
-struct Scrape(Arc<dyn Source>);
-
-impl std::fmt::Debug for Scrape {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Scrape")
-    }
-}
-
-impl Collector for Scrape {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        self.0.encode(&mut encoder)
-    }
-}
-
-fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> Result<(), std::fmt::Error> {
-    let c = ConstCounter::new(value);
-    c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)
-}
-
-/// Writes a node's counters: groupcache's nine, then each cache's.
-fn encode_node(s: &NodeStats, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-    counter(e, "gets", "Every Get, from a client or a peer", s.gets)?;
-    counter(e, "cache_hits", "Gets answered from the main or hot cache", s.cache_hits)?;
-    counter(e, "peer_loads", "Values fetched from the owning peer", s.peer_loads)?;
-    counter(e, "peer_errors", "Peer calls that failed", s.peer_errors)?;
-    counter(e, "loads", "Gets that missed the cache", s.loads)?;
-    counter(e, "loads_deduped", "Loads left after singleflight", s.loads_deduped)?;
-    counter(e, "local_loads", "Values loaded from the dbserver", s.local_loads)?;
-    counter(e, "local_load_errs", "dbserver loads that failed", s.local_load_errs)?;
-    counter(e, "server_requests", "Gets that came from a peer", s.server_requests)?;
-    let caches = [("main", &s.main_cache), ("hot", &s.hot_cache)];
-    let mut per_cache = |name: &str, help: &str, gauge: bool, value: fn(&CacheStats) -> u64| {
-        let kind = if gauge {
-            ConstGauge::new(0i64).metric_type()
-        } else {
-            ConstCounter::new(0u64).metric_type()
-        };
-        let mut family = e.encode_descriptor(name, help, None, kind)?;
-        for (label, stats) in caches {
-            let labels = [("cache", label)];
-            let metric = family.encode_family(&labels)?;
-            if gauge {
-                ConstGauge::new(value(stats) as i64).encode(metric)?;
-            } else {
-                ConstCounter::new(value(stats)).encode(metric)?;
-            }
+        Metrics {
+            recorder,
+            handle,
+            requests,
         }
-        Ok::<(), std::fmt::Error>(())
-    };
-    per_cache("cache_bytes", "Bytes held, keys plus values", true, |c| c.bytes)?;
-    per_cache("cache_items", "Entries held", true, |c| c.items)?;
-    per_cache("cache_gets", "Cache lookups", false, |c| c.gets)?;
-    per_cache("cache_hits_by_cache", "Cache lookups that found the key", false, |c| c.hits)?;
-    per_cache("cache_evictions", "Entries evicted to stay within the budget", false, |c| c.evictions)
+    }
+
+    /// Records one request labelled `value` that took `took`.
+    pub fn observe(&self, value: &str, took: Duration) {
+        if let Some(histogram) = self.requests.get(value) {
+            histogram.record(took.as_secs_f64());
+        }
+    }
+
+    /// The exposition text, with the counters as they are now.
+    pub fn render(&self, now: Snapshot) -> String {
+        metrics::with_local_recorder(&self.recorder, || match now {
+            Snapshot::Node(s) => publish_node(&s),
+            Snapshot::Db(s) => publish_db(&s),
+        });
+        self.handle.render()
+    }
 }
 
-/// Writes the dbserver's counters.
-fn encode_db(s: &DbStats, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-    counter(e, "db_gets", "Reads served, each after the delay", s.gets)?;
-    counter(e, "db_sets", "Writes acknowledged, each flushed to disk", s.sets)?;
-    let keys = ConstGauge::new(s.keys as i64);
-    keys.encode(e.encode_descriptor("db_keys", "Keys stored", None, keys.metric_type())?)
+/// The nine groupcache counters, in the order `/stats` lists them, with their help text.
+const NODE_COUNTERS: [(&str, &str); 9] = [
+    ("gclab_gets_total", "Every Get, from a client or a peer"),
+    (
+        "gclab_cache_hits_total",
+        "Gets answered from the main or hot cache",
+    ),
+    (
+        "gclab_peer_loads_total",
+        "Values fetched from the owning peer",
+    ),
+    ("gclab_peer_errors_total", "Peer calls that failed"),
+    ("gclab_loads_total", "Gets that missed the cache"),
+    ("gclab_loads_deduped_total", "Loads left after singleflight"),
+    ("gclab_local_loads_total", "Values loaded from the dbserver"),
+    ("gclab_local_load_errs_total", "dbserver loads that failed"),
+    ("gclab_server_requests_total", "Gets that came from a peer"),
+];
+
+fn describe_all() {
+    for (name, help) in NODE_COUNTERS {
+        describe_counter!(name, help);
+    }
+    describe_gauge!(
+        "gclab_cache_bytes",
+        Unit::Bytes,
+        "Bytes held by a cache, keys plus values"
+    );
+    describe_gauge!("gclab_cache_items", "Entries held by a cache");
+    describe_counter!("gclab_cache_gets_total", "Lookups in a cache");
+    describe_counter!(
+        "gclab_cache_lookup_hits_total",
+        "Lookups in a cache that found the key"
+    );
+    describe_counter!(
+        "gclab_cache_evictions_total",
+        "Entries a cache evicted to stay within the budget"
+    );
+    describe_counter!(
+        "gclab_db_gets_total",
+        "Reads served by the dbserver, each after its delay"
+    );
+    describe_counter!(
+        "gclab_db_sets_total",
+        "Writes acknowledged by the dbserver, each flushed to disk"
+    );
+    describe_gauge!("gclab_db_keys", "Keys stored in the dbserver");
+}
+
+fn publish_node(s: &NodeStats) {
+    let values = [
+        s.gets,
+        s.cache_hits,
+        s.peer_loads,
+        s.peer_errors,
+        s.loads,
+        s.loads_deduped,
+        s.local_loads,
+        s.local_load_errs,
+        s.server_requests,
+    ];
+    for ((name, _), value) in NODE_COUNTERS.iter().zip(values) {
+        metrics::counter!(*name).absolute(value);
+    }
+    for (cache, c) in [("main", &s.main_cache), ("hot", &s.hot_cache)] {
+        metrics::gauge!("gclab_cache_bytes", "cache" => cache).set(c.bytes as f64);
+        metrics::gauge!("gclab_cache_items", "cache" => cache).set(c.items as f64);
+        metrics::counter!("gclab_cache_gets_total", "cache" => cache).absolute(c.gets);
+        metrics::counter!("gclab_cache_lookup_hits_total", "cache" => cache).absolute(c.hits);
+        metrics::counter!("gclab_cache_evictions_total", "cache" => cache).absolute(c.evictions);
+    }
+}
+
+fn publish_db(s: &DbStats) {
+    metrics::counter!("gclab_db_gets_total").absolute(s.gets);
+    metrics::counter!("gclab_db_sets_total").absolute(s.sets);
+    metrics::gauge!("gclab_db_keys").set(s.keys as f64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_servers_in_one_process_keep_separate_numbers() {
+        let (a, b) = (Metrics::new("op", &["get"]), Metrics::new("op", &["get"]));
+        a.observe("get", Duration::from_millis(1));
+        let a_text = a.render(Snapshot::Db(DbStats {
+            gets: 7,
+            sets: 1,
+            keys: 1,
+        }));
+        let b_text = b.render(Snapshot::Db(DbStats::default()));
+        assert!(a_text.contains("gclab_db_gets_total 7"), "{a_text}");
+        assert!(b_text.contains("gclab_db_gets_total 0"), "{b_text}");
+        assert!(
+            a_text.contains("gclab_request_duration_seconds_count{op=\"get\"} 1"),
+            "{a_text}"
+        );
+        assert!(
+            !b_text.contains("gclab_request_duration_seconds_count{op=\"get\"} 1"),
+            "{b_text}"
+        );
+    }
 }

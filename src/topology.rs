@@ -36,7 +36,11 @@ pub struct Topology {
 impl Topology {
     /// Starts a dbserver whose reads wait `delay`, and `n` frontends that peer together.
     /// `tweak` may change each frontend's [`Config`] (e.g. the contrast switches).
-    pub async fn start(n: usize, delay: Duration, tweak: impl Fn(&mut Config)) -> std::io::Result<Topology> {
+    pub async fn start(
+        n: usize,
+        delay: Duration,
+        tweak: impl Fn(&mut Config),
+    ) -> std::io::Result<Topology> {
         let data = tempfile::Builder::new().prefix("gclab-").tempdir()?;
         let mut topology = Topology {
             db: DbClient::new("127.0.0.1:0", CLIENT_TIMEOUT),
@@ -60,9 +64,10 @@ impl Topology {
             let peer = TcpListener::bind("127.0.0.1:0").await?;
             let http = TcpListener::bind("127.0.0.1:0").await?;
             topology.peers.push(peer.local_addr()?.to_string());
-            topology
-                .frontends
-                .push(FrontendClient::new(&http.local_addr()?.to_string(), CLIENT_TIMEOUT));
+            topology.frontends.push(FrontendClient::new(
+                &http.local_addr()?.to_string(),
+                CLIENT_TIMEOUT,
+            ));
             listeners.push((peer, http));
         }
         for (peer, http) in listeners {

@@ -5,16 +5,19 @@ use std::sync::Arc;
 
 use clap::Parser;
 use gclab::args::{self, Command, DbserverArgs, FrontendArgs, Gclab};
-use gclab::{cli, dbserver, frontend, logging, shutdown};
+use gclab::{cli, dbserver, demo, frontend, logging, shutdown, up};
 use tokio::net::TcpListener;
 
 fn main() -> ExitCode {
     let args = Gclab::parse_from(args::normalize(std::env::args_os()));
     match args.command {
         // The cli makes one request: a single-threaded runtime starts faster.
-        Command::Cli(cli_args) => runtime(false).block_on(cli::run(cli_args)),
+        // Load generators need both cores; one request does not.
+        Command::Cli(cli_args) => runtime(cli_args.is_load()).block_on(cli::run(cli_args)),
         Command::Dbserver(db_args) => report(runtime(true).block_on(run_dbserver(db_args))),
         Command::Frontend(fe_args) => report(runtime(true).block_on(run_frontend(fe_args))),
+        Command::Demo(demo_args) => report(runtime(true).block_on(demo::run(demo_args))),
+        Command::Up(up_args) => report(runtime(true).block_on(up::run(up_args))),
     }
 }
 
@@ -70,7 +73,7 @@ async fn run_frontend(args: FrontendArgs) -> Result<(), String> {
     let http_addr = format!("127.0.0.1:{http_port}");
     let config = frontend::Config {
         me: peer_addr.clone(),
-        peers: args.peers.iter().map(|p| peer_address(p)).collect(),
+        peers: args.peers.iter().map(|p| args::address(p)).collect(),
         db_addr: args.db,
         cache_bytes: usize::try_from(args.cache_bytes).unwrap_or(usize::MAX),
         db_timeout: args.db_timeout,
@@ -90,14 +93,6 @@ async fn run_frontend(args: FrontendArgs) -> Result<(), String> {
     frontend::run(peer_listener, http_listener, config, shutdown::signal())
         .await
         .map_err(|e| e.to_string())
-}
-
-/// `8002` → `127.0.0.1:8002`; `host:port` stays as it is.
-fn peer_address(peer: &str) -> String {
-    match peer.parse::<u16>() {
-        Ok(port) => format!("127.0.0.1:{port}"),
-        Err(_) => peer.to_owned(),
-    }
 }
 
 async fn bind(addr: &str, server: &str, flag: &str) -> Result<TcpListener, String> {

@@ -1,4 +1,4 @@
-//! `gclab cli`: set and get on the dbserver, cget through a frontend.
+//! `gclab cli set | get | cget`: one key, one answer, and where it came from.
 //!
 //! The value alone goes to stdout, so `$(gclab cli cget --key foo)` works. When stderr is a
 //! terminal, one more line there explains the answer:
@@ -12,44 +12,31 @@
 //! not be reached or failed.
 
 use std::io::{IsTerminal, Write};
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::json;
 
-use crate::args::{CliArgs, CliCommand};
+use super::{exit, short, TIMEOUT};
+use crate::args::CliCommand;
 use crate::client::{ClientError, DbClient, FrontendClient};
 use crate::key;
 use crate::logging;
 
-/// How long the cli waits for an answer: far beyond the database delay, short of forever.
-const TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The documented exit codes.
-pub mod exit {
-    pub const FOUND: u8 = 0;
-    pub const NOT_FOUND: u8 = 1;
-    pub const USAGE: u8 = 2;
-    pub const UNREACHABLE: u8 = 3;
-}
-
-/// Runs one cli command and returns the process's exit code.
-pub async fn run(args: CliArgs) -> ExitCode {
-    colored::control::set_override(logging::color_enabled());
-    let out = Output { json: args.json };
-    let key = match &args.command {
+/// Runs `set`, `get` or `cget` and returns the exit code.
+pub async fn run(command: CliCommand, json: bool) -> u8 {
+    let out = Output { json };
+    let key = match &command {
         CliCommand::Set { key, .. }
         | CliCommand::Get { key, .. }
         | CliCommand::Cget { key, .. } => key,
+        _ => unreachable!("cli::run sends only set, get and cget here"),
     };
     if let Err(e) = key::validate(key) {
-        return out
-            .error(exit::USAGE, &format!("invalid --key: {e}"))
-            .into();
+        return out.error(exit::USAGE, &format!("invalid --key: {e}"));
     }
     let started = Instant::now();
-    let code = match args.command {
+    match command {
         CliCommand::Set { key, value, db } => {
             let db = DbClient::new(&db, TIMEOUT);
             match db.set(&key, Bytes::from(value)).await {
@@ -98,19 +85,11 @@ pub async fn run(args: CliArgs) -> ExitCode {
                 Err(e) => out.client_error(&e),
             }
         }
-    };
-    ExitCode::from(code)
-}
-
-/// `127.0.0.1:9002` → `9002`: on one machine the port is the name a person recognises.
-fn short(addr: &str) -> &str {
-    match addr.rsplit_once(':') {
-        Some(("127.0.0.1" | "localhost", port)) => port,
-        _ => addr,
+        _ => unreachable!("cli::run sends only set, get and cget here"),
     }
 }
 
-fn millis(d: Duration) -> f64 {
+pub(super) fn millis(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e5).round() / 100.0
 }
 
@@ -201,9 +180,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn local_addresses_shorten_to_their_port() {
-        assert_eq!(short("127.0.0.1:9002"), "9002");
-        assert_eq!(short("10.0.0.7:9002"), "10.0.0.7:9002");
+    fn milliseconds_round_to_two_places() {
         assert_eq!(millis(Duration::from_micros(1234)), 1.23);
     }
 }

@@ -1,0 +1,426 @@
+//! `gclab cli bench`: a load generator in the spirit of wrk2 and vegeta.
+//!
+//! Keys are drawn at random from `key1`…`keyN` and requests go round-robin over the
+//! frontends. Two ways to apply load:
+//! - **open loop** (`--rate R`): a request leaves every 1/R seconds whatever the answers do,
+//!   and latency is measured from when it *should* have left. A closed-loop tool that
+//!   waits for slow answers before sending more hides exactly the stalls you are looking
+//!   for ("coordinated omission"); measuring from the intended send time does not.
+//! - **closed loop** (`--concurrency C`): C requests in flight, each sent when one returns.
+//!   It finds the maximum throughput, but its latencies are the optimistic kind.
+//!
+//! Percentiles come from an HDR histogram (`hdrhistogram`), which keeps 3 significant digits
+//! from a microsecond to a minute in a few kilobytes.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::stream::{self, StreamExt};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::{exit, short, TIMEOUT};
+use crate::client::{ClientError, DbClient, FrontendClient};
+
+/// How load is applied.
+#[derive(Debug, Clone, Copy)]
+pub enum Mode {
+    /// Open loop: this many requests per second.
+    Rate(u32),
+    /// Closed loop: this many requests in flight.
+    Concurrency(u32),
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub mode: Mode,
+    pub duration: Duration,
+    /// Keys are `key1`..=`key{keys}`.
+    pub keys: u32,
+    /// The frontends' HTTP addresses.
+    pub frontends: Vec<String>,
+    /// The dbserver to write the keys to first; `None` skips that.
+    pub db: Option<String>,
+}
+
+/// Latency percentiles, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Latency {
+    pub min: f64,
+    pub mean: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Latency {
+    /// Reads a histogram recorded in microseconds.
+    pub fn of(h: &Histogram<u64>) -> Latency {
+        if h.is_empty() {
+            return Latency::default();
+        }
+        let ms = |us: u64| us as f64 / 1000.0;
+        Latency {
+            min: ms(h.min()),
+            mean: h.mean() / 1000.0,
+            p50: ms(h.value_at_quantile(0.50)),
+            p90: ms(h.value_at_quantile(0.90)),
+            p95: ms(h.value_at_quantile(0.95)),
+            p99: ms(h.value_at_quantile(0.99)),
+            max: ms(h.max()),
+        }
+    }
+}
+
+/// One bar of the latency histogram.
+#[derive(Debug, Clone, Serialize)]
+pub struct Bucket {
+    pub from_ms: f64,
+    pub to_ms: f64,
+    pub count: u64,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// `rate` or `concurrency`.
+    pub mode: &'static str,
+    /// The requested rate or concurrency.
+    pub target: u32,
+    pub duration_s: f64,
+    pub keys: u32,
+    pub frontends: Vec<String>,
+    pub requests: u64,
+    /// Requests sent per second.
+    pub rate: f64,
+    /// Successful answers per second, over the whole run.
+    pub throughput: f64,
+    /// Successful answers / requests.
+    pub success_ratio: f64,
+    pub latency_ms: Latency,
+    /// Count per HTTP status, or per error for requests that got no status.
+    pub status_codes: BTreeMap<String, u64>,
+    /// Count per `x-gclab-source`: main, hot, peer, db.
+    pub sources: BTreeMap<String, u64>,
+    pub histogram: Vec<Bucket>,
+}
+
+/// How one request ended.
+enum Outcome {
+    Found(String),
+    NotFound,
+    Failed(String),
+}
+
+struct Sample {
+    micros: u64,
+    outcome: Outcome,
+}
+
+/// Runs the benchmark and prints the report.
+pub async fn run(plan: Plan, json: bool) -> u8 {
+    match measure(&plan, !json).await {
+        Ok(report) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&report).expect("a report always serializes")
+                );
+            } else {
+                print!("{}", render(&report));
+            }
+            exit::FOUND
+        }
+        Err(e) => {
+            if json {
+                println!("{}", serde_json::json!({ "error": e.to_string() }));
+            }
+            eprintln!("error: {e}");
+            exit::UNREACHABLE
+        }
+    }
+}
+
+/// The value bench writes for `key{i}`: 30 bytes, like the static file nginx serves in
+/// `bench/`, so the two are compared on equal payloads.
+pub fn value_of(i: u32) -> Bytes {
+    Bytes::from(format!("{:<30}", format!("value of key{i}")))
+}
+
+/// Writes the keys, applies the load, and collects the report.
+pub async fn measure(plan: &Plan, progress: bool) -> Result<Report, ClientError> {
+    if let Some(db) = &plan.db {
+        fill(&DbClient::new(db, TIMEOUT), plan.keys).await?;
+    }
+    let frontends: Arc<Vec<FrontendClient>> = Arc::new(
+        plan.frontends
+            .iter()
+            .map(|addr| FrontendClient::new(addr, TIMEOUT))
+            .collect(),
+    );
+    // Fail early and clearly if a frontend is down, instead of reporting a run of errors.
+    for frontend in frontends.iter() {
+        frontend.stats().await?;
+    }
+
+    let (tx, mut rx) = mpsc::unbounded_channel::<Sample>();
+    let sent = Arc::new(AtomicU64::new(0));
+    let bar = live_bar(plan.duration, progress, Arc::clone(&sent));
+    let started = Instant::now();
+    let deadline = started + plan.duration;
+    let load = tokio::spawn(apply(
+        plan.mode,
+        deadline,
+        plan.keys,
+        frontends,
+        tx,
+        Arc::clone(&sent),
+    ));
+
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+        .expect("bounds 1 µs..60 s with 3 digits are valid");
+    let mut status_codes = BTreeMap::new();
+    let mut sources = BTreeMap::new();
+    let mut ok = 0u64;
+    // The channel closes when the load task and every request it started have finished.
+    while let Some(sample) = rx.recv().await {
+        latency.saturating_record(sample.micros);
+        let status = match sample.outcome {
+            Outcome::Found(source) => {
+                ok += 1;
+                *sources.entry(source).or_insert(0) += 1;
+                "200".to_owned()
+            }
+            Outcome::NotFound => "404".to_owned(),
+            Outcome::Failed(reason) => reason,
+        };
+        *status_codes.entry(status).or_insert(0) += 1;
+    }
+    let send_seconds = load.await.unwrap_or(plan.duration.as_secs_f64());
+    let total_seconds = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+
+    let requests = latency.len();
+    let (mode, target) = match plan.mode {
+        Mode::Rate(r) => ("rate", r),
+        Mode::Concurrency(c) => ("concurrency", c),
+    };
+    Ok(Report {
+        mode,
+        target,
+        duration_s: plan.duration.as_secs_f64(),
+        keys: plan.keys,
+        frontends: plan.frontends.clone(),
+        requests,
+        rate: requests as f64 / send_seconds.max(1e-9),
+        throughput: ok as f64 / total_seconds.max(1e-9),
+        success_ratio: if requests == 0 {
+            0.0
+        } else {
+            ok as f64 / requests as f64
+        },
+        latency_ms: Latency::of(&latency),
+        status_codes,
+        sources,
+        histogram: buckets(&latency),
+    })
+}
+
+/// Writes `key1`..`keyN` to the dbserver, 64 at a time.
+async fn fill(db: &DbClient, keys: u32) -> Result<(), ClientError> {
+    let results: Vec<Result<(), ClientError>> = stream::iter(1..=keys)
+        .map(|i| async move { db.set(&format!("key{i}"), value_of(i)).await })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+/// Sends requests until `deadline`; returns how long sending took, in seconds.
+async fn apply(
+    mode: Mode,
+    deadline: Instant,
+    keys: u32,
+    frontends: Arc<Vec<FrontendClient>>,
+    tx: mpsc::UnboundedSender<Sample>,
+    sent: Arc<AtomicU64>,
+) -> f64 {
+    let started = Instant::now();
+    match mode {
+        Mode::Rate(rate) => {
+            let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
+            for i in 0u64.. {
+                let intended = started + interval.mul_f64(i as f64);
+                if intended >= deadline {
+                    break;
+                }
+                tokio::time::sleep_until(intended.into()).await;
+                let (frontends, tx) = (Arc::clone(&frontends), tx.clone());
+                sent.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(async move {
+                    let frontend = &frontends[i as usize % frontends.len()];
+                    // Measured from the intended send time, not from when we got round to it.
+                    let _ = tx.send(one_request(frontend, keys, intended).await);
+                });
+            }
+        }
+        Mode::Concurrency(concurrency) => {
+            let workers: Vec<_> = (0..concurrency)
+                .map(|w| {
+                    let (frontends, tx, sent) =
+                        (Arc::clone(&frontends), tx.clone(), Arc::clone(&sent));
+                    tokio::spawn(async move {
+                        let mut n = w as usize;
+                        while Instant::now() < deadline {
+                            let frontend = &frontends[n % frontends.len()];
+                            n += 1;
+                            sent.fetch_add(1, Ordering::Relaxed);
+                            let _ = tx.send(one_request(frontend, keys, Instant::now()).await);
+                        }
+                    })
+                })
+                .collect();
+            for worker in workers {
+                let _ = worker.await;
+            }
+        }
+    }
+    started.elapsed().as_secs_f64()
+}
+
+async fn one_request(frontend: &FrontendClient, keys: u32, since: Instant) -> Sample {
+    let key = format!("key{}", fastrand::u32(1..=keys));
+    let outcome = match frontend.cget(&key).await {
+        Ok(Some(cached)) => Outcome::Found(cached.source),
+        Ok(None) => Outcome::NotFound,
+        Err(ClientError::Refused { status, .. } | ClientError::Failed { status, .. }) => {
+            Outcome::Failed(status.to_string())
+        }
+        Err(ClientError::Timeout { .. }) => Outcome::Failed("timeout".to_owned()),
+        Err(ClientError::Unreachable { reason, .. }) => Outcome::Failed(format!("error: {reason}")),
+    };
+    Sample {
+        micros: since.elapsed().as_micros() as u64,
+        outcome,
+    }
+}
+
+/// A bar that fills over the run's duration and shows the live request rate.
+fn live_bar(duration: Duration, visible: bool, sent: Arc<AtomicU64>) -> indicatif::ProgressBar {
+    if !visible {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(duration.as_millis() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40.cyan/blue} {elapsed} / {msg}")
+            .expect("the template is valid"),
+    );
+    let ticker = bar.clone();
+    let total = humantime::format_duration(duration).to_string();
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let mut last = (started, 0u64);
+        while !ticker.is_finished() {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let now = Instant::now();
+            let count = sent.load(Ordering::Relaxed);
+            let rate = (count - last.1) as f64 / (now - last.0).as_secs_f64();
+            last = (now, count);
+            ticker.set_position((now - started).as_millis() as u64);
+            ticker.set_message(format!("{total} · {count} requests · {rate:.0}/s"));
+        }
+    });
+    bar
+}
+
+/// Doubling buckets from the fastest answer to the slowest.
+fn buckets(h: &Histogram<u64>) -> Vec<Bucket> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    let mut low = (h.min().max(1).next_power_of_two() / 2).max(1);
+    let mut out = Vec::new();
+    while low <= h.max() {
+        let high = low * 2;
+        out.push(Bucket {
+            from_ms: low as f64 / 1000.0,
+            to_ms: high as f64 / 1000.0,
+            count: h.count_between(low, high - 1),
+        });
+        low = high;
+    }
+    out
+}
+
+/// The report as a person reads it.
+pub fn render(r: &Report) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let shape = match r.mode {
+        "rate" => format!("open loop at {}/s", r.target),
+        _ => format!("closed loop, {} in flight", r.target),
+    };
+    let frontends: Vec<&str> = r.frontends.iter().map(|f| short(f)).collect();
+    let _ = writeln!(
+        out,
+        "bench: {shape} for {} s, keys key1..key{} over {}",
+        r.duration_s,
+        r.keys,
+        frontends.join(", ")
+    );
+    let _ = writeln!(
+        out,
+        "  requests   {} · rate {:.1}/s · throughput {:.1}/s · success {:.2}%",
+        r.requests,
+        r.rate,
+        r.throughput,
+        r.success_ratio * 100.0
+    );
+    let l = &r.latency_ms;
+    let _ = writeln!(
+        out,
+        "  latency    min {:.2} · mean {:.2} · p50 {:.2} · p90 {:.2} · p95 {:.2} · p99 {:.2} · max {:.2} ms",
+        l.min, l.mean, l.p50, l.p90, l.p95, l.p99, l.max
+    );
+    let codes: Vec<String> = r
+        .status_codes
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect();
+    let _ = writeln!(out, "  status     {}", codes.join(" · "));
+    let found: u64 = r.sources.values().sum();
+    let sources: Vec<String> = r
+        .sources
+        .iter()
+        .map(|(k, v)| format!("{k} {:.1}%", *v as f64 * 100.0 / found.max(1) as f64))
+        .collect();
+    let _ = writeln!(out, "  sources    {}", sources.join(" · "));
+    let _ = writeln!(out, "  latency histogram");
+    let most = r
+        .histogram
+        .iter()
+        .map(|b| b.count)
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    for b in &r.histogram {
+        let width = (b.count * 40).div_ceil(most) as usize;
+        let _ = writeln!(
+            out,
+            "  {:>9.3} – {:>9.3} ms  {:<40} {:>8} {:>6.2}%",
+            b.from_ms,
+            b.to_ms,
+            "█".repeat(width),
+            b.count,
+            b.count as f64 * 100.0 / r.requests.max(1) as f64
+        );
+    }
+    out
+}

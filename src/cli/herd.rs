@@ -1,0 +1,287 @@
+//! `gclab cli herd`: the lab's headline experiment.
+//!
+//! Write a fresh key to the dbserver, then fire every request for it at once, spread
+//! round-robin over the frontends, and count. With singleflight and peers, a thousand
+//! requests cost the database exactly one read; `--no-singleflight` and `--no-peers` on the
+//! frontends show the herd the cache prevents. The counts are exact: they are the
+//! dbserver's and the frontends' own counters, read before and after.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::stream::{FuturesUnordered, StreamExt};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use super::bench::Latency;
+use super::{exit, short, TIMEOUT};
+use crate::client::{ClientError, DbClient, FrontendClient};
+use crate::stats::NodeStats;
+
+/// What to fire, and where.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// An existing key to ask for; `None` writes a fresh one first.
+    pub key: Option<String>,
+    pub requests: usize,
+    /// The frontends' HTTP addresses.
+    pub frontends: Vec<String>,
+    /// The dbserver's address.
+    pub db: String,
+}
+
+/// What happened.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub key: String,
+    pub requests: usize,
+    pub answered: usize,
+    pub wrong_values: usize,
+    pub not_found: usize,
+    pub errors: usize,
+    /// The first error, if any, to say what went wrong.
+    pub first_error: Option<String>,
+    /// How many times the dbserver was read during the herd: its `gets`, after − before.
+    pub db_reads: u64,
+    pub nodes: Vec<NodeLoads>,
+    pub latency_ms: Latency,
+    pub seconds: f64,
+}
+
+/// What the herd did to one frontend: its counters, after − before.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeLoads {
+    pub frontend: String,
+    /// Requests the herd sent to this frontend.
+    pub requests: usize,
+    pub gets: u64,
+    pub cache_hits: u64,
+    pub loads: u64,
+    pub loads_deduped: u64,
+    pub peer_loads: u64,
+    pub local_loads: u64,
+    pub server_requests: u64,
+}
+
+/// Runs the herd and prints the report; the exit code says whether every answer was right.
+pub async fn run(plan: Plan, json: bool) -> u8 {
+    match measure(&plan, !json).await {
+        Ok(report) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&report).expect("a report always serializes")
+                );
+            } else {
+                print!("{}", render(&report));
+            }
+            if report.errors + report.wrong_values + report.not_found == 0 {
+                exit::FOUND
+            } else {
+                exit::UNREACHABLE
+            }
+        }
+        Err(e) => {
+            if json {
+                println!("{}", serde_json::json!({ "error": e.to_string() }));
+            }
+            eprintln!("error: {e}");
+            exit::UNREACHABLE
+        }
+    }
+}
+
+/// Fires the herd and counts. `progress` shows a bar on stderr (only at a terminal).
+pub async fn measure(plan: &Plan, progress: bool) -> Result<Report, ClientError> {
+    let db = DbClient::new(&plan.db, TIMEOUT);
+    let frontends: Vec<FrontendClient> = plan
+        .frontends
+        .iter()
+        .map(|addr| FrontendClient::new(addr, TIMEOUT))
+        .collect();
+
+    let (key, expected) = match &plan.key {
+        Some(key) => match db.get(key).await? {
+            Some(value) => (key.clone(), value),
+            None => {
+                return Err(ClientError::Refused {
+                    server: crate::client::Server::Dbserver,
+                    addr: plan.db.clone(),
+                    status: 404,
+                    message: format!("it has no {key}; leave out --key to use a fresh one"),
+                })
+            }
+        },
+        None => {
+            let key = format!("herd-{}", fastrand_word(8));
+            let value = Bytes::from(format!("value-{}", fastrand_word(12)));
+            db.set(&key, value.clone()).await?;
+            (key, value)
+        }
+    };
+
+    let db_before = db.stats().await?.gets;
+    let mut nodes_before = Vec::new();
+    for frontend in &frontends {
+        nodes_before.push(frontend.stats().await?);
+    }
+
+    let bar = progress_bar(plan.requests as u64, progress);
+    let started = Instant::now();
+    // Every request is created before any is awaited, and FuturesUnordered polls them all
+    // on its first poll: they leave together, which is the whole point of a herd.
+    let mut flights: FuturesUnordered<_> = (0..plan.requests)
+        .map(|i| {
+            let frontend = &frontends[i % frontends.len()];
+            let key = &key;
+            async move {
+                let sent = Instant::now();
+                let answer = frontend.cget(key).await;
+                (answer, sent.elapsed())
+            }
+        })
+        .collect();
+
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+        .expect("bounds 1 µs..60 s with 3 digits are valid");
+    let (mut answered, mut wrong_values, mut not_found, mut errors) = (0, 0, 0, 0);
+    let mut first_error = None;
+    while let Some((answer, took)) = flights.next().await {
+        latency.saturating_record(took.as_micros() as u64);
+        bar.inc(1);
+        match answer {
+            Ok(Some(cached)) => {
+                answered += 1;
+                if cached.value != expected {
+                    wrong_values += 1;
+                }
+            }
+            Ok(None) => not_found += 1,
+            Err(e) => {
+                errors += 1;
+                first_error.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+    drop(flights);
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+
+    let db_reads = db.stats().await?.gets - db_before;
+    let mut nodes = Vec::new();
+    for (i, (frontend, before)) in frontends.iter().zip(nodes_before).enumerate() {
+        let after = frontend.stats().await?;
+        nodes.push(NodeLoads::between(
+            frontend.addr(),
+            plan.requests / frontends.len() + usize::from(i < plan.requests % frontends.len()),
+            &before,
+            &after,
+        ));
+    }
+    Ok(Report {
+        key,
+        requests: plan.requests,
+        answered,
+        wrong_values,
+        not_found,
+        errors,
+        first_error,
+        db_reads,
+        nodes,
+        latency_ms: Latency::of(&latency),
+        seconds,
+    })
+}
+
+impl NodeLoads {
+    fn between(frontend: &str, requests: usize, before: &NodeStats, after: &NodeStats) -> Self {
+        NodeLoads {
+            frontend: frontend.to_owned(),
+            requests,
+            gets: after.gets - before.gets,
+            cache_hits: after.cache_hits - before.cache_hits,
+            loads: after.loads - before.loads,
+            loads_deduped: after.loads_deduped - before.loads_deduped,
+            peer_loads: after.peer_loads - before.peer_loads,
+            local_loads: after.local_loads - before.local_loads,
+            server_requests: after.server_requests - before.server_requests,
+        }
+    }
+}
+
+/// The report as a person reads it.
+pub fn render(r: &Report) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let frontends: Vec<&str> = r.nodes.iter().map(|n| short(&n.frontend)).collect();
+    let _ = writeln!(
+        out,
+        "herd: {} cgets of {} fired at once over {} in {:.2} s",
+        r.requests,
+        r.key,
+        frontends.join(", "),
+        r.seconds
+    );
+    let _ = writeln!(
+        out,
+        "  answered {} of {} · wrong values {} · not found {} · errors {}",
+        r.answered, r.requests, r.wrong_values, r.not_found, r.errors
+    );
+    if let Some(e) = &r.first_error {
+        let _ = writeln!(out, "  first error: {e}");
+    }
+    let _ = writeln!(out, "  database reads: {}", r.db_reads);
+    let _ = writeln!(
+        out,
+        "  {:<22} {:>8} {:>6} {:>6} {:>6} {:>8} {:>10} {:>11} {:>12}",
+        "frontend",
+        "requests",
+        "gets",
+        "hits",
+        "loads",
+        "deduped",
+        "peer_loads",
+        "local_loads",
+        "from_peers"
+    );
+    for n in &r.nodes {
+        let _ = writeln!(
+            out,
+            "  {:<22} {:>8} {:>6} {:>6} {:>6} {:>8} {:>10} {:>11} {:>12}",
+            n.frontend,
+            n.requests,
+            n.gets,
+            n.cache_hits,
+            n.loads,
+            n.loads_deduped,
+            n.peer_loads,
+            n.local_loads,
+            n.server_requests
+        );
+    }
+    let l = &r.latency_ms;
+    let _ = writeln!(
+        out,
+        "  latency: p50 {:.1} ms · p90 {:.1} ms · p99 {:.1} ms · max {:.1} ms",
+        l.p50, l.p90, l.p99, l.max
+    );
+    out
+}
+
+/// A progress bar on stderr, or a hidden one.
+pub fn progress_bar(len: u64, visible: bool) -> indicatif::ProgressBar {
+    if !visible {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40.cyan/blue} {pos}/{len} answered {msg}")
+            .expect("the template is valid"),
+    );
+    bar
+}
+
+/// A random lowercase word, so every herd starts cold.
+fn fastrand_word(len: usize) -> String {
+    (0..len).map(|_| fastrand::lowercase()).collect()
+}

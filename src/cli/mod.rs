@@ -1,0 +1,104 @@
+//! `gclab cli`: the client side of the lab.
+//!
+//! - [`kv`] — `set` and `get` on the dbserver, `cget` through a frontend;
+//! - [`herd`] — many cgets of one cold key at once, and the database reads they cost;
+//! - [`bench`] — a load generator: open loop at a rate, or closed loop at a concurrency;
+//! - [`stats`] — every node's counters as one table.
+//!
+//! Values and reports go to stdout, explanations and errors to stderr. Exit codes: 0 found
+//! (or done), 1 not found, 2 usage error (clap's own, or a request a server refused),
+//! 3 a server could not be reached or failed.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::args::{address, CliArgs, CliCommand};
+use crate::logging;
+
+pub mod bench;
+pub mod herd;
+pub mod kv;
+pub mod stats;
+
+/// How long the cli waits for an answer: far beyond the database delay, short of forever.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The documented exit codes.
+pub mod exit {
+    pub const FOUND: u8 = 0;
+    pub const NOT_FOUND: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const UNREACHABLE: u8 = 3;
+}
+
+/// Runs one cli command and returns the process's exit code.
+pub async fn run(args: CliArgs) -> ExitCode {
+    colored::control::set_override(logging::color_enabled());
+    let json = args.json;
+    let code = match args.command {
+        CliCommand::Herd {
+            key,
+            requests,
+            frontends,
+            db,
+        } => {
+            let plan = herd::Plan {
+                key,
+                requests: requests as usize,
+                frontends: frontends.iter().map(|f| address(f)).collect(),
+                db: address(&db),
+            };
+            herd::run(plan, json).await
+        }
+        CliCommand::Bench {
+            rate,
+            concurrency,
+            duration,
+            keys,
+            frontends,
+            db,
+            no_fill,
+        } => {
+            let plan = bench::Plan {
+                mode: match rate {
+                    Some(rate) => bench::Mode::Rate(rate),
+                    None => bench::Mode::Concurrency(concurrency.unwrap_or(32)),
+                },
+                duration,
+                keys,
+                frontends: frontends.iter().map(|f| address(f)).collect(),
+                db: (!no_fill).then(|| address(&db)),
+            };
+            bench::run(plan, json).await
+        }
+        CliCommand::Stats {
+            frontends,
+            db,
+            watch,
+        } => {
+            let frontends: Vec<String> = frontends.iter().map(|f| address(f)).collect();
+            stats::run(&frontends, &address(&db), watch, json).await
+        }
+        command => kv::run(command, json).await,
+    };
+    ExitCode::from(code)
+}
+
+/// `127.0.0.1:9002` → `9002`: on one machine the port is the name a person recognises.
+pub fn short(addr: &str) -> &str {
+    match addr.rsplit_once(':') {
+        Some(("127.0.0.1" | "localhost", port)) => port,
+        _ => addr,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_addresses_shorten_to_their_port() {
+        assert_eq!(short("127.0.0.1:9002"), "9002");
+        assert_eq!(short("10.0.0.7:9002"), "10.0.0.7:9002");
+    }
+}
