@@ -1,0 +1,244 @@
+//! The experiment tools: `cli herd`, `cli bench`, `cli stats`, and `/metrics`.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{run_gclab, start};
+
+fn json(output: &std::process::Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+}
+
+fn ports(topology: &common::Topology) -> String {
+    (0..topology.frontends.len())
+        .map(|i| topology.http_addr(i).to_owned())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn herd_reports_exactly_one_database_read_for_a_thousand_cgets() {
+    let topology = start(3, Duration::from_millis(200), |_| {}).await;
+    let output = run_gclab(&format!(
+        "cli herd --requests 1000 --frontends {} --db {} --json",
+        ports(&topology),
+        topology.db_addr()
+    ))
+    .await;
+    assert!(output.status.success(), "{output:?}");
+    let report = json(&output);
+    assert_eq!(report["db_reads"], 1, "{report}");
+    assert_eq!(report["answered"], 1000);
+    assert_eq!(
+        (report["errors"].as_u64(), report["wrong_values"].as_u64()),
+        (Some(0), Some(0))
+    );
+    let nodes = report["nodes"].as_array().unwrap();
+    let local: u64 = nodes
+        .iter()
+        .map(|n| n["local_loads"].as_u64().unwrap())
+        .sum();
+    assert_eq!(local, 1, "one node, the owner, read the database: {report}");
+    let sent: u64 = nodes.iter().map(|n| n["requests"].as_u64().unwrap()).sum();
+    assert_eq!(sent, 1000);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn herd_without_peers_reads_once_per_frontend() {
+    let topology = start(3, Duration::from_millis(200), |c| c.use_peers = false).await;
+    let output = run_gclab(&format!(
+        "cli herd --requests 300 --frontends {} --db {} --json",
+        ports(&topology),
+        topology.db_addr()
+    ))
+    .await;
+    assert_eq!(json(&output)["db_reads"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bench_prints_a_report_with_a_histogram_and_its_json_parses() {
+    let topology = start(3, Duration::ZERO, |_| {}).await;
+    let (fe, db) = (ports(&topology), topology.db_addr().to_owned());
+    let text = run_gclab(&format!(
+        "cli bench --keys 20 --duration 1s --concurrency 4 --frontends {fe} --db {db}"
+    ))
+    .await;
+    assert!(text.status.success(), "{text:?}");
+    let text = String::from_utf8_lossy(&text.stdout);
+    for part in [
+        "requests",
+        "latency",
+        "p99",
+        "status",
+        "200:",
+        "latency histogram",
+        "█",
+    ] {
+        assert!(text.contains(part), "no {part:?} in:\n{text}");
+    }
+    let report = json(
+        &run_gclab(&format!(
+            "cli bench --keys 20 --duration 1s --rate 200 --frontends {fe} --db {db} --json"
+        ))
+        .await,
+    );
+    let requests = report["requests"].as_u64().unwrap();
+    assert!(requests > 50, "{report}");
+    assert_eq!(
+        report["status_codes"]["200"].as_u64(),
+        Some(requests),
+        "{report}"
+    );
+    assert_eq!(report["success_ratio"].as_f64(), Some(1.0));
+    let histogram: u64 = report["histogram"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(histogram, requests, "every request is in one bucket");
+    assert_eq!(
+        topology.db.stats().await.unwrap().keys,
+        20,
+        "bench wrote key1..key20"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stats_shows_a_row_per_frontend_and_the_dbserver() {
+    let topology = start(3, Duration::ZERO, |_| {}).await;
+    topology
+        .db
+        .set("k", bytes::Bytes::from_static(b"v"))
+        .await
+        .unwrap();
+    topology.frontends[0].cget("k").await.unwrap();
+    let (fe, db) = (ports(&topology), topology.db_addr().to_owned());
+    let table = run_gclab(&format!("cli stats --frontends {fe} --db {db}")).await;
+    assert!(table.status.success());
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert_eq!(
+        table.lines().count(),
+        5,
+        "header, 3 frontends, dbserver:\n{table}"
+    );
+    assert!(table.contains("gets 1 · sets 1 · keys 1"), "{table}");
+    let stats = json(&run_gclab(&format!("cli stats --frontends {fe} --db {db} --json")).await);
+    let gets: u64 = stats["frontends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["stats"]["gets"].as_u64().unwrap())
+        .sum();
+    assert!(gets >= 1);
+}
+
+/// Reads Prometheus' text format strictly enough to catch a malformed exposition:
+/// every sample belongs to a family announced by HELP and TYPE, and every value is a number.
+fn parse_exposition(text: &str) -> HashMap<String, f64> {
+    let (mut helped, mut typed) = (Vec::<String>::new(), HashMap::<String, String>::new());
+    let mut samples = HashMap::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            helped.push(rest.split(' ').next().unwrap().to_owned());
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest
+                .split_once(' ')
+                .expect("TYPE names a family and a type");
+            assert!(
+                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                "{line}"
+            );
+            typed.insert(name.to_owned(), kind.to_owned());
+        } else {
+            assert!(!line.starts_with('#'), "unexpected comment: {line}");
+            let (series, value) = line.rsplit_once(' ').expect("a sample is `series value`");
+            let value: f64 = value
+                .parse()
+                .unwrap_or_else(|_| panic!("not a number: {line}"));
+            let name = series.split('{').next().unwrap();
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| {
+                    name.strip_suffix(s)
+                        .filter(|f| typed.get(*f).map(String::as_str) == Some("histogram"))
+                })
+                .unwrap_or(name);
+            assert!(typed.contains_key(family), "{family} has no TYPE line");
+            assert!(
+                helped.iter().any(|h| h == family),
+                "{family} has no HELP line"
+            );
+            samples.insert(series.to_owned(), value);
+        }
+    }
+    samples
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_are_valid_prometheus_text_and_agree_with_stats() {
+    let topology = start(2, Duration::ZERO, |_| {}).await;
+    topology
+        .db
+        .set("k", bytes::Bytes::from_static(b"v"))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        topology.frontends[0].cget("k").await.unwrap();
+    }
+    let stats = topology.frontends[0].stats().await.unwrap();
+    let text = reqwest::get(format!("http://{}/metrics", topology.http_addr(0)))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let samples = parse_exposition(&text);
+    assert_eq!(samples["gclab_gets_total"], stats.gets as f64);
+    assert_eq!(samples["gclab_cache_hits_total"], stats.cache_hits as f64);
+    assert_eq!(
+        samples["gclab_cache_bytes{cache=\"main\"}"],
+        stats.main_cache.bytes as f64
+    );
+    let answered: f64 = samples
+        .iter()
+        .filter(|(series, _)| series.starts_with("gclab_request_duration_seconds_count"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(answered, 3.0, "one latency sample per cget");
+
+    let db_text = reqwest::get(format!("http://{}/metrics", topology.db_addr()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let db_samples = parse_exposition(&db_text);
+    assert_eq!(db_samples["gclab_db_sets_total"], 1.0);
+
+    // Where Prometheus' own checker is installed (.ci/run installs it), it must agree.
+    if let Ok(mut promtool) = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        use std::io::Write;
+        promtool
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let checked = promtool.wait_with_output().unwrap();
+        assert!(
+            checked.status.success(),
+            "promtool: {}",
+            String::from_utf8_lossy(&checked.stderr)
+        );
+    }
+}
