@@ -79,13 +79,23 @@ pub struct DbserverArgs {
     /// How long every read waits before it answers, so a database hit is felt.
     #[arg(long, default_value = "300ms", value_parser = humantime::parse_duration)]
     pub delay: Duration,
+    /// The largest value a set may store (memcached's limit by default).
+    #[arg(long, default_value = "1MiB", value_parser = parse_bytes)]
+    pub max_value_bytes: u64,
+    /// How long a client may take to send a request's headers (slower ones are cut off).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub client_timeout: Duration,
 }
 
 #[derive(Debug, Args)]
 pub struct FrontendArgs {
-    /// This node's peer (tarpc) port, on 127.0.0.1.
+    /// This node's peer (tarpc) port.
     #[arg(long, default_value_t = 8001)]
     pub port: u16,
+    /// The address both listeners bind, and this node's name to its peers. Anything but
+    /// loopback exposes an unauthenticated cache to the network.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: std::net::IpAddr,
     /// Every peer, this node included: ports (on 127.0.0.1) or host:port, comma-separated.
     /// All frontends must be given the same list.
     #[arg(long, value_delimiter = ',', default_value = "8001,8002,8003")]
@@ -106,6 +116,9 @@ pub struct FrontendArgs {
     /// reading from the dbserver while we wait.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     pub peer_timeout: Duration,
+    /// How long a client may take to send a request's headers (slower ones are cut off).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub client_timeout: Duration,
     /// Contrast switch: every cache miss does its own load (no singleflight).
     #[arg(long)]
     pub no_singleflight: bool,

@@ -27,14 +27,22 @@ use tokio::net::TcpListener;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
-use crate::http::{self, Problem};
+use crate::http::{self, Limits, Problem};
 use crate::key;
 use crate::logging;
 use crate::metrics::{Metrics, Snapshot};
 use crate::stats::DbStats;
 
-/// The largest value, as in memcached.
+/// The default largest value, as in memcached: 1 MiB.
 pub const MAX_VALUE_BYTES: u64 = 1024 * 1024;
+
+/// How the dbserver treats its clients.
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    /// The largest value a `PUT` may store.
+    pub max_value_bytes: u64,
+    pub limits: Limits,
+}
 
 /// The store and its counters, shared by every request.
 pub struct Store {
@@ -124,18 +132,15 @@ impl Store {
 pub async fn run(
     listener: TcpListener,
     store: Arc<Store>,
+    config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    http::set_nodelay(&listener);
     let api = Arc::new(Api {
         metrics: Metrics::new("op", &["get", "set"]),
         store: Arc::clone(&store),
+        max_value_bytes: config.max_value_bytes,
     });
-    warp::serve(routes(api))
-        .incoming(listener)
-        .graceful(shutdown)
-        .run()
-        .await;
+    http::serve(listener, routes(api), config.limits, shutdown).await;
     if let Err(e) = store.flush().await {
         tracing::error!("could not flush the store on shutdown: {e}");
     }
@@ -145,6 +150,7 @@ pub async fn run(
 pub struct Api {
     pub store: Arc<Store>,
     pub metrics: Metrics,
+    pub max_value_bytes: u64,
 }
 
 /// Every route, with rejections turned into clear error bodies.
@@ -166,9 +172,18 @@ fn get_kv(api: Arc<Api>) -> impl Filter<Extract = (impl Reply,), Error = Rejecti
 
 /// `PUT /kv/{key}` with the value as the body.
 fn put_kv(api: Arc<Api>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    let limit = api.max_value_bytes;
     warp::path!("kv" / String)
         .and(warp::put())
-        .and(warp::body::content_length_limit(MAX_VALUE_BYTES))
+        .and(warp::body::content_length_limit(limit).or_else(
+            move |rejection: Rejection| async move {
+                // warp's own rejection does not say what the limit is; ours does.
+                if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+                    return Err(Problem::too_large(limit));
+                }
+                Err(rejection)
+            },
+        ))
         .and(warp::body::bytes())
         .and(with_api(api))
         .and_then(write_value)

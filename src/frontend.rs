@@ -23,7 +23,7 @@ use warp::{Filter, Rejection, Reply};
 
 use crate::client::Ownership;
 use crate::group::{GetError, Group};
-use crate::http::{self, Problem};
+use crate::http::{self, Limits, Problem};
 use crate::key;
 use crate::metrics::{Metrics, Snapshot};
 use crate::peers;
@@ -48,6 +48,18 @@ pub struct Config {
     pub singleflight: bool,
     /// Ask a key's owner (off: `--no-peers`, every node loads every key itself).
     pub use_peers: bool,
+    /// How long an HTTP client may take to send a request's headers.
+    pub client_timeout: Duration,
+}
+
+impl Config {
+    /// The HTTP deadlines: a request may wait for a peer that waits for the dbserver.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            header_timeout: self.client_timeout,
+            request_timeout: self.peer_timeout + self.db_timeout,
+        }
+    }
 }
 
 /// Why a frontend's configuration was refused.
@@ -96,14 +108,15 @@ pub async fn run(
     });
     // Both servers stop on the same signal; `shared` lets two futures await one.
     let shutdown = shutdown.boxed().shared();
-    http::set_nodelay(&http_listener);
-    let http_server = warp::serve(routes(api))
-        .incoming(http_listener)
-        .graceful(shutdown.clone())
-        .run()
-        // Boxed to pin its type down: left generic, the compiler cannot prove that warp's
-        // future is `Send` for callers that spawn `run` (rustc issue #100013).
-        .boxed();
+    let http_server = http::serve(
+        http_listener,
+        routes(api),
+        config.limits(),
+        shutdown.clone(),
+    )
+    // Boxed to pin its type down: left generic, the compiler cannot prove that the
+    // future is `Send` for callers that spawn `run` (rustc issue #100013).
+    .boxed();
     tokio::join!(http_server, peers::serve(peer_listener, group, shutdown));
     Ok(())
 }

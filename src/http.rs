@@ -1,15 +1,21 @@
-//! What the two HTTP servers (dbserver and frontend API) share: error replies and sockets.
+//! What the two HTTP servers (dbserver and frontend API) share: the accept loop with its
+//! deadlines and limits, and error replies.
 //!
 //! As in warp's `todos` example, handlers return a [`Problem`] rejection and one
 //! `recover` turns every rejection into a status and a one-line plain-text body that says
 //! what was wrong, e.g. `400 the key is 300 bytes long; the limit is 250`.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::time::Duration;
 
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tower_service::Service;
 use warp::http::StatusCode;
-use warp::reject::{LengthRequired, MethodNotAllowed, PayloadTooLarge};
-use warp::{Rejection, Reply};
+use warp::reject::{LengthRequired, MethodNotAllowed};
+use warp::{Filter, Rejection, Reply};
 
 use crate::key::KeyError;
 
@@ -28,6 +34,17 @@ impl Problem {
         warp::reject::custom(Problem {
             status: StatusCode::BAD_REQUEST,
             message: error.to_string(),
+        })
+    }
+
+    /// 413: a value over the limit.
+    pub fn too_large(limit: u64) -> Rejection {
+        warp::reject::custom(Problem {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            message: format!(
+                "the value is larger than the limit of {} (--max-value-bytes)",
+                bytesize::ByteSize::b(limit).display().iec()
+            ),
         })
     }
 
@@ -72,16 +89,6 @@ pub async fn recover(rejection: Rejection) -> Result<warp::reply::Response, Infa
         (problem.status, problem.message.clone())
     } else if rejection.is_not_found() {
         (StatusCode::NOT_FOUND, "no such route".to_owned())
-    } else if rejection.find::<PayloadTooLarge>().is_some() {
-        (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "the value is larger than the limit of {}",
-                bytesize::ByteSize::b(crate::dbserver::MAX_VALUE_BYTES)
-                    .display()
-                    .iec()
-            ),
-        )
     } else if rejection.find::<LengthRequired>().is_some() {
         (
             StatusCode::LENGTH_REQUIRED,
@@ -101,11 +108,95 @@ pub async fn recover(rejection: Rejection) -> Result<warp::reply::Response, Infa
     Ok(text(status, message))
 }
 
-/// Sets TCP_NODELAY on the listening socket. Linux copies it to every accepted socket, and
-/// warp accepts connections itself, so this is where it can be set. Without it a small
-/// reply can wait ~40 ms for a delayed ACK.
-pub fn set_nodelay(listener: &TcpListener) {
-    if let Err(e) = socket2::SockRef::from(listener).set_tcp_nodelay(true) {
-        tracing::warn!("could not set TCP_NODELAY: {e}");
+/// The deadlines and limits an HTTP server puts on its clients.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// How long a client may take to send a request's headers, and how long an idle
+    /// keep-alive connection stays open. A client that sends half a request and stalls
+    /// is disconnected after this.
+    pub header_timeout: Duration,
+    /// How long one request may take from its headers to its answer, body upload
+    /// included; past it the client gets `408`. It must outlast every load the request may
+    /// wait for (a peer call, a dbserver read).
+    pub request_timeout: Duration,
+}
+
+/// The largest request head (request line and headers) we read; a larger one gets `431`.
+/// hyper's default is ~400 KiB; our requests are a path and a handful of headers.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// Serves `filter` on `listener` over HTTP/1.1 until `shutdown`, then lets requests in
+/// flight finish (for up to `request_timeout`).
+///
+/// warp's own `warp::serve(…).incoming(listener)` was the simpler choice, and what the lab
+/// first used; but it offers no way to set hyper's header-read timeout or head size, so one
+/// client trickling a request byte by byte could hold a connection forever. Driving hyper
+/// here is the same accept loop warp runs, with those knobs set, and TCP_NODELAY set on each
+/// accepted socket (without it a small reply can wait ~40 ms for a delayed ACK).
+pub async fn serve<F, R>(
+    listener: TcpListener,
+    filter: F,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) where
+    F: Filter<Extract = (R,), Error = Infallible> + Clone + Send + Sync + 'static,
+    R: Reply,
+{
+    let connections = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Usually "too many open files": wait a moment instead of spinning.
+                    tracing::warn!("accepting a connection failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::warn!("could not set TCP_NODELAY: {e}");
+        }
+        let warp_service = warp::service(filter.clone());
+        let service = hyper::service::service_fn(move |request| {
+            let mut warp_service = warp_service.clone();
+            async move {
+                let answer =
+                    tokio::time::timeout(limits.request_timeout, warp_service.call(request));
+                Ok::<_, Infallible>(match answer.await {
+                    Ok(Ok(response)) => response,
+                    Ok(Err(never)) => match never {},
+                    Err(_) => text(
+                        StatusCode::REQUEST_TIMEOUT,
+                        format!(
+                            "the request took longer than {}",
+                            humantime::format_duration(limits.request_timeout)
+                        ),
+                    ),
+                })
+            }
+        });
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .max_buf_size(MAX_HEAD_BYTES)
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = connections.watch(connection);
+        tokio::spawn(async move {
+            // A client that hangs up or times out ends here; that is its business, not an error.
+            if let Err(e) = connection.await {
+                tracing::debug!("connection closed: {e}");
+            }
+        });
+    }
+    drop(listener); // stop accepting at once; clients see "connection refused"
+    if tokio::time::timeout(limits.request_timeout, connections.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still running after the grace period were cut off");
     }
 }

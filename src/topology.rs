@@ -55,7 +55,14 @@ impl Topology {
         let db_addr = db_listener.local_addr()?.to_string();
         let store = Store::open(topology.data.path(), delay).map_err(std::io::Error::other)?;
         let stop = topology.stopper();
-        topology.spawn(dbserver::run(db_listener, Arc::new(store), stop));
+        let config = dbserver::Config {
+            max_value_bytes: dbserver::MAX_VALUE_BYTES,
+            limits: crate::http::Limits {
+                header_timeout: Duration::from_secs(10),
+                request_timeout: Duration::from_secs(10) + delay,
+            },
+        };
+        topology.spawn(dbserver::run(db_listener, Arc::new(store), config, stop));
         topology.db = DbClient::new(&db_addr, CLIENT_TIMEOUT);
 
         // Bind every listener first: each frontend must know all peer addresses.
@@ -80,6 +87,7 @@ impl Topology {
                 peer_timeout: Duration::from_secs(8),
                 singleflight: true,
                 use_peers: true,
+                client_timeout: Duration::from_secs(10),
             };
             tweak(&mut config);
             config.validate().map_err(std::io::Error::other)?;

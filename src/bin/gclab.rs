@@ -2,9 +2,11 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 use gclab::args::{self, Command, DbserverArgs, FrontendArgs, Gclab};
+use gclab::http::Limits;
 use gclab::{cli, dbserver, demo, frontend, logging, shutdown, up};
 use tokio::net::TcpListener;
 
@@ -54,7 +56,16 @@ async fn run_dbserver(args: DbserverArgs) -> Result<(), String> {
         args.data_dir.display(),
         humantime::format_duration(args.delay)
     );
-    dbserver::run(listener, Arc::new(store), shutdown::signal()).await;
+    let config = dbserver::Config {
+        max_value_bytes: args.max_value_bytes,
+        limits: Limits {
+            header_timeout: args.client_timeout,
+            // A read waits the delay; a write waits for the disk. Ten seconds beyond that
+            // is a client trickling its body, not a slow server.
+            request_timeout: args.delay + Duration::from_secs(10),
+        },
+    };
+    dbserver::run(listener, Arc::new(store), config, shutdown::signal()).await;
     Ok(())
 }
 
@@ -69,8 +80,15 @@ async fn run_frontend(args: FrontendArgs) -> Result<(), String> {
             )
         })?,
     };
-    let peer_addr = format!("127.0.0.1:{}", args.port);
-    let http_addr = format!("127.0.0.1:{http_port}");
+    if args.bind.is_unspecified() {
+        return Err(format!(
+            "--bind {} would listen everywhere but cannot name this node to its peers; \
+             bind one address of this machine",
+            args.bind
+        ));
+    }
+    let peer_addr = std::net::SocketAddr::new(args.bind, args.port).to_string();
+    let http_addr = std::net::SocketAddr::new(args.bind, http_port).to_string();
     let config = frontend::Config {
         me: peer_addr.clone(),
         peers: args.peers.iter().map(|p| args::address(p)).collect(),
@@ -80,6 +98,7 @@ async fn run_frontend(args: FrontendArgs) -> Result<(), String> {
         peer_timeout: args.peer_timeout,
         singleflight: !args.no_singleflight,
         use_peers: !args.no_peers,
+        client_timeout: args.client_timeout,
     };
     config.validate().map_err(|e| e.to_string())?;
     let peer_listener = bind(&peer_addr, "frontend", "--port").await?;
