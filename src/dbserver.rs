@@ -159,6 +159,7 @@ pub fn routes(api: Arc<Api>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         .or(put_kv(api.clone()))
         .or(get_stats(api.clone()))
         .or(get_metrics(api))
+        .or(http::empty_key("kv"))
         .recover(http::recover)
 }
 

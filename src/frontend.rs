@@ -133,6 +133,8 @@ pub fn routes(api: Arc<Api>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         .or(get_stats(api.clone()))
         .or(get_owner(api.clone()))
         .or(get_metrics(api))
+        .or(http::empty_key("cache"))
+        .or(http::empty_key("owner"))
         .recover(http::recover)
 }
 

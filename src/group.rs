@@ -10,7 +10,8 @@
 //!         load ──▶ singleflight: one flight per key            (loads, loads_deduped)
 //!                    │ re-check the cache
 //!                    ├─ another peer owns it ─▶ get_from_peer  (peer_loads / peer_errors)
-//!                    │                            └─ 1 in 10 ─▶ populate_cache(hot)
+//!                    │    │                       └─ 1 in 10 ─▶ populate_cache(hot)
+//!                    │    └─ owner down ─▶ the next peer in the key's ranking (failovers)
 //!                    └─ we own it (or the peer failed)
 //!                                 ─▶ get_locally (dbserver)    (local_loads / local_load_errs)
 //!                                 ─▶ populate_cache(main)
@@ -27,7 +28,7 @@ use bytes::Bytes;
 use crate::cache::Cache;
 use crate::client::DbClient;
 use crate::frontend::Config;
-use crate::peers::Peers;
+use crate::peers::{PeerError, Peers};
 use crate::ring::Ring;
 use crate::singleflight::{self, FromPanic};
 use crate::stats::{NodeStats, Stats};
@@ -181,17 +182,49 @@ impl Group {
     }
 
     /// One real load: from the owner if that is another peer, else from the dbserver.
+    ///
+    /// If the owner is down, the key goes to the next peer in its ranking, which loads it
+    /// itself. groupcache instead has every node load the key locally when its owner fails,
+    /// which multiplies database reads at the worst moment; since every node ranks the
+    /// peers the same way, "next in line" is one node for all of them, and a key still costs
+    /// one database read while its owner is away.
     async fn load_once(&self, key: &str, may_forward: bool) -> Result<Got, GetError> {
-        let owner = self.ring.owner(key);
-        if may_forward && self.use_peers && owner != self.me {
-            tracing::info!(kind = "peer", "{key} is owned by {owner}, asking it");
-            match self.get_from_peer(owner, key).await {
-                Ok(got) => return got,
-                Err(reason) => {
-                    Stats::add(&self.stats.peer_errors);
-                    tracing::warn!(
-                        "asking {owner} for {key} failed ({reason}); loading it here instead"
-                    );
+        if may_forward && self.use_peers {
+            let mut failed_over = false;
+            for peer in self.ring.ranking(key) {
+                if peer == self.me {
+                    break; // this node is the owner, or next in line: load it here
+                }
+                if self.peers.backing_off(peer) {
+                    // Skipped without a call: it failed moments ago (see `Peers`).
+                    if !failed_over {
+                        failed_over = true;
+                        Stats::add(&self.stats.failovers);
+                    }
+                    continue;
+                }
+                if failed_over {
+                    tracing::info!(kind = "peer", "asking {peer}, next in line for {key}");
+                } else {
+                    tracing::info!(kind = "peer", "{key} is owned by {peer}, asking it");
+                }
+                match self.get_from_peer(peer, key).await {
+                    Ok(got) => return got,
+                    Err(PeerError::Remote(reason)) => {
+                        // The peer is up but could not load the key (its dbserver failed):
+                        // another peer would fare no better, so try once here, as groupcache does.
+                        Stats::add(&self.stats.peer_errors);
+                        tracing::warn!("{peer} could not load {key} ({reason}); trying here");
+                        break;
+                    }
+                    Err(reason) => {
+                        Stats::add(&self.stats.peer_errors);
+                        tracing::warn!("asking {peer} for {key} failed: {reason}");
+                        if !failed_over {
+                            failed_over = true;
+                            Stats::add(&self.stats.failovers);
+                        }
+                    }
                 }
             }
         }
@@ -203,13 +236,13 @@ impl Group {
         })
     }
 
-    /// Asks the owning peer. The outer `Result` is the call; the inner one is the answer.
-    async fn get_from_peer(&self, owner: &str, key: &str) -> Result<Result<Got, GetError>, String> {
-        let answer = self
-            .peers
-            .get(owner, key)
-            .await
-            .map_err(|e| e.to_string())?;
+    /// Asks a peer. The outer `Result` is the call; the inner one is the answer.
+    async fn get_from_peer(
+        &self,
+        peer: &str,
+        key: &str,
+    ) -> Result<Result<Got, GetError>, PeerError> {
+        let answer = self.peers.get(peer, key).await?;
         Stats::add(&self.stats.peer_loads);
         Ok(match answer {
             Some(value) => {

@@ -58,6 +58,16 @@ impl Problem {
     }
 }
 
+/// `/{prefix}` and `/{prefix}/` with no key: a `400` that says so, where a bare "no such
+/// route" would leave the sender guessing.
+pub fn empty_key(
+    prefix: &'static str,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    warp::path(prefix)
+        .and(warp::path::end())
+        .map(|| text(StatusCode::BAD_REQUEST, KeyError::Empty.to_string()))
+}
+
 /// A plain-text reply.
 pub fn text(status: StatusCode, body: String) -> warp::reply::Response {
     warp::reply::with_status(body + "\n", status).into_response()

@@ -19,6 +19,8 @@ pub enum KeyError {
     TooLong(usize),
     #[error("the key is not valid UTF-8 once percent-decoded")]
     NotUtf8,
+    #[error("the key has a '%' not followed by two hex digits; write '%25' for a literal '%'")]
+    BadEscape,
 }
 
 /// Checks a key typed by a person or sent by a client.
@@ -32,6 +34,15 @@ pub fn validate(key: &str) -> Result<(), KeyError> {
 
 /// Turns one raw URL path segment into a checked key.
 pub fn decode(segment: &str) -> Result<String, KeyError> {
+    // `percent_decode_str` passes a stray `%` through unchanged, so `%zz` would quietly
+    // become the key "%zz"; a client that meant something else deserves to hear about it.
+    let bytes = segment.as_bytes();
+    for (i, _) in segment.match_indices('%') {
+        let hex = |j: usize| bytes.get(j).is_some_and(u8::is_ascii_hexdigit);
+        if !(hex(i + 1) && hex(i + 2)) {
+            return Err(KeyError::BadEscape);
+        }
+    }
     let key = percent_decode_str(segment)
         .decode_utf8()
         .map_err(|_| KeyError::NotUtf8)?;
@@ -71,9 +82,35 @@ mod tests {
         assert_eq!(decode(&"k".repeat(251)), Err(KeyError::TooLong(251)));
         assert_eq!(decode(&"k".repeat(250)).map(|k| k.len()), Ok(250));
         assert_eq!(decode("%ff%fe"), Err(KeyError::NotUtf8));
+        assert_eq!(decode("%zz"), Err(KeyError::BadEscape));
+        assert_eq!(decode("abc%4"), Err(KeyError::BadEscape));
         assert_eq!(
             KeyError::TooLong(300).to_string(),
             "the key is 300 bytes long; the limit is 250"
         );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_valid_key_survives_the_trip_through_a_url(key in "\\PC{1,60}") {
+            proptest::prop_assume!(validate(&key).is_ok());
+            proptest::prop_assert_eq!(decode(&encode(&key)), Ok(key));
+        }
+
+        #[test]
+        fn any_segment_decodes_to_a_valid_key_or_a_reason_never_a_panic(segment in ".{0,300}") {
+            if let Ok(key) = decode(&segment) {
+                proptest::prop_assert!(validate(&key).is_ok());
+            }
+        }
+
+        #[test]
+        fn any_bytes_percent_encoded_decode_without_panicking(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let segment: String = bytes.iter().map(|b| format!("%{b:02X}")).collect();
+            match decode(&segment) {
+                Ok(key) => proptest::prop_assert_eq!(key.as_bytes(), &bytes[..]),
+                Err(e) => proptest::prop_assert!(matches!(e, KeyError::Empty | KeyError::TooLong(_) | KeyError::NotUtf8)),
+            }
+        }
     }
 }

@@ -93,8 +93,8 @@ impl Metrics {
     }
 }
 
-/// The nine groupcache counters, in the order `/stats` lists them, with their help text.
-const NODE_COUNTERS: [(&str, &str); 9] = [
+/// groupcache's nine counters and our `failovers`, in the order `/stats` lists them.
+const NODE_COUNTERS: [(&str, &str); 10] = [
     ("gclab_gets_total", "Every Get, from a client or a peer"),
     (
         "gclab_cache_hits_total",
@@ -110,6 +110,10 @@ const NODE_COUNTERS: [(&str, &str); 9] = [
     ("gclab_local_loads_total", "Values loaded from the dbserver"),
     ("gclab_local_load_errs_total", "dbserver loads that failed"),
     ("gclab_server_requests_total", "Gets that came from a peer"),
+    (
+        "gclab_failovers_total",
+        "Loads that went past a key's owner because it was down",
+    ),
 ];
 
 fn describe_all() {
@@ -153,6 +157,7 @@ fn publish_node(s: &NodeStats) {
         s.local_loads,
         s.local_load_errs,
         s.server_requests,
+        s.failovers,
     ];
     for ((name, _), value) in NODE_COUNTERS.iter().zip(values) {
         metrics::counter!(*name).absolute(value);

@@ -122,7 +122,12 @@ pub enum PeerError {
     Remote(String),
 }
 
-/// The client side: one lazily made connection to each other peer.
+/// How long a peer that failed is skipped before the next request tries it again. Short,
+/// because a restarted peer should get its keys back soon; long enough that a dead peer
+/// costs one failed call every couple of seconds, not one per request.
+pub const BACKOFF: Duration = Duration::from_secs(2);
+
+/// The client side: one lazily made connection to each other peer, and whether it is up.
 pub struct Peers {
     connections: std::collections::HashMap<String, Connection>,
     timeout: Duration,
@@ -133,6 +138,16 @@ struct Connection {
     // tokio's `Mutex`, not std's: it is held across the connect `.await`, so that callers
     // arriving while a connection is being made wait for it instead of each making one.
     client: Mutex<Option<PeerClient>>,
+    // std's `Mutex`: held for a field update, never across an `.await`.
+    health: std::sync::Mutex<Health>,
+}
+
+/// A peer is down from its first failed call until a call succeeds again.
+#[derive(Default)]
+struct Health {
+    down: bool,
+    /// While down, calls are skipped until this moment; then one is let through as a probe.
+    retry_at: Option<Instant>,
 }
 
 impl Peers {
@@ -153,23 +168,63 @@ impl Peers {
             .connections
             .get(peer)
             .ok_or_else(|| PeerError::Connect(format!("{peer} is not in --peers")))?;
-        let client = connection.client(peer).await?;
-        let mut ctx = context::current();
-        ctx.deadline = Instant::now() + self.timeout;
-        match client.get(ctx, key.to_owned()).await {
-            Ok(answer) => answer.map_err(PeerError::Remote),
-            Err(RpcError::DeadlineExceeded) => Err(PeerError::Timeout(self.timeout)),
-            Err(e) => {
-                // The connection is broken (the peer died or closed it): forget it, so
-                // the next call connects afresh.
-                *connection.client.lock().await = None;
-                Err(PeerError::Connection(e.to_string()))
+        let answer = match connection.client(peer).await {
+            Ok(client) => {
+                let mut ctx = context::current();
+                ctx.deadline = Instant::now() + self.timeout;
+                match client.get(ctx, key.to_owned()).await {
+                    Ok(answer) => Ok(answer),
+                    Err(RpcError::DeadlineExceeded) => Err(PeerError::Timeout(self.timeout)),
+                    Err(e) => {
+                        // The connection is broken (the peer died or closed it): forget
+                        // it, so the next call connects afresh.
+                        *connection.client.lock().await = None;
+                        Err(PeerError::Connection(e.to_string()))
+                    }
+                }
             }
-        }
+            Err(e) => Err(e),
+        };
+        connection.record(peer, answer.is_ok());
+        answer?.map_err(PeerError::Remote)
+    }
+
+    /// Whether `peer` failed moments ago and is being skipped (see [`BACKOFF`]).
+    pub fn backing_off(&self, peer: &str) -> bool {
+        self.connections.get(peer).is_some_and(|c| {
+            let health = c
+                .health
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            health.retry_at.is_some_and(|at| Instant::now() < at)
+        })
     }
 }
 
 impl Connection {
+    /// Notes how a call went, and logs the peer going down or coming back, once each.
+    fn record(&self, addr: &str, reached: bool) {
+        let mut health = self
+            .health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match (health.down, reached) {
+            (false, false) => {
+                tracing::warn!("{addr} is unreachable; its keys go to the next in line");
+                health.down = true;
+            }
+            (true, true) => {
+                tracing::info!(
+                    kind = "peer",
+                    "{addr} answers again; its keys go back to it"
+                );
+                health.down = false;
+            }
+            _ => {}
+        }
+        health.retry_at = health.down.then(|| Instant::now() + BACKOFF);
+    }
+
     /// The client for this peer, connecting first if there is none.
     async fn client(&self, addr: &str) -> Result<PeerClient, PeerError> {
         let mut slot = self.client.lock().await;

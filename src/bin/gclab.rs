@@ -48,6 +48,7 @@ fn report(result: Result<(), String>) -> ExitCode {
 
 async fn run_dbserver(args: DbserverArgs) -> Result<(), String> {
     logging::init();
+    let stop = shutdown::signal();
     let store = dbserver::Store::open(&args.data_dir, args.delay).map_err(|e| e.to_string())?;
     let listener = bind(&args.addr, "dbserver", "--addr").await?;
     tracing::info!(
@@ -65,12 +66,13 @@ async fn run_dbserver(args: DbserverArgs) -> Result<(), String> {
             request_timeout: args.delay + Duration::from_secs(10),
         },
     };
-    dbserver::run(listener, Arc::new(store), config, shutdown::signal()).await;
+    dbserver::run(listener, Arc::new(store), config, stop).await;
     Ok(())
 }
 
 async fn run_frontend(args: FrontendArgs) -> Result<(), String> {
     logging::init();
+    let stop = shutdown::signal();
     let http_port = match args.http_port {
         Some(port) => port,
         None => args.port.checked_add(1000).ok_or_else(|| {
@@ -109,7 +111,7 @@ async fn run_frontend(args: FrontendArgs) -> Result<(), String> {
         local_addr(&http_listener),
         config.db_addr
     );
-    frontend::run(peer_listener, http_listener, config, shutdown::signal())
+    frontend::run(peer_listener, http_listener, config, stop)
         .await
         .map_err(|e| e.to_string())
 }

@@ -76,8 +76,9 @@ pub fn render(nodes: &[Row], db_addr: &str, db: &Result<DbStats, String>) -> Str
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<10} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} │ {:>6} {:>9} {:>6} │ {:>6} {:>9} {:>6}",
+        "{:<10} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} │ {:>6} {:>9} {:>6} │ {:>6} {:>9} {:>6}",
         "frontend", "gets", "hits", "loads", "deduped", "peer_ld", "peer_er", "local", "loc_err", "srv_req",
+        "failovr",
         "main#", "main_B", "evict", "hot#", "hot_B", "evict"
     );
     for (addr, stats) in nodes {
@@ -85,7 +86,7 @@ pub fn render(nodes: &[Row], db_addr: &str, db: &Result<DbStats, String>) -> Str
             Ok(s) => {
                 let _ = writeln!(
                     out,
-                    "{:<10} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} │ {:>6} {:>9} {:>6} │ {:>6} {:>9} {:>6}",
+                    "{:<10} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} │ {:>6} {:>9} {:>6} │ {:>6} {:>9} {:>6}",
                     short(addr),
                     s.gets,
                     s.cache_hits,
@@ -96,6 +97,7 @@ pub fn render(nodes: &[Row], db_addr: &str, db: &Result<DbStats, String>) -> Str
                     s.local_loads,
                     s.local_load_errs,
                     s.server_requests,
+                    s.failovers,
                     s.main_cache.items,
                     s.main_cache.bytes,
                     s.main_cache.evictions,

@@ -1,8 +1,10 @@
 //! What the tests share: a live topology on port 0, the `gclab` binary, a dbserver process.
 #![allow(dead_code)] // each test file uses a different part of this harness
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gclab::frontend::Config;
@@ -28,50 +30,100 @@ pub async fn run_gclab(args: &str) -> std::process::Output {
         .unwrap()
 }
 
-/// A dbserver as a separate process on a free port, for tests that kill it.
-pub struct DbProcess {
+/// A `gclab` server as a child process, its stderr collected for later reading.
+pub struct ServerProcess {
     pub child: Child,
+    /// The address from its start-up line ("listening on ADDR" or "clients on http://ADDR").
     pub addr: String,
+    log: Arc<Mutex<Vec<String>>>,
 }
 
-impl DbProcess {
-    /// Starts `gclab dbserver` on port 0 over `data_dir` and waits for its listening line.
-    pub fn start(data_dir: &Path) -> DbProcess {
-        use std::io::{BufRead, BufReader};
+impl ServerProcess {
+    /// Starts `gclab <args>` and waits for its start-up line.
+    pub fn start(args: &[&str]) -> ServerProcess {
         let mut child = gclab()
-            .args([
-                "dbserver",
-                "--addr",
-                "127.0.0.1:0",
-                "--delay",
-                "0ms",
-                "--data-dir",
-            ])
-            .arg(data_dir)
+            .args(args)
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let log = Arc::new(Mutex::new(Vec::new()));
         let addr = loop {
             let line = lines
                 .next()
-                .expect("the dbserver exited before it listened")
+                .unwrap_or_else(|| panic!("gclab {args:?} exited before it listened"))
                 .unwrap();
+            log.lock().unwrap().push(line.clone());
             if let Some(rest) = line.split("listening on ").nth(1) {
                 break rest.split(' ').next().unwrap().to_owned();
             }
+            if let Some(rest) = line.split("clients on http://").nth(1) {
+                break rest.split([',', ' ']).next().unwrap().to_owned();
+            }
         };
-        // Keep draining stderr so the child never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        DbProcess { child, addr }
+        // Keep reading, so the child never blocks on a full pipe and its log can be checked.
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        ServerProcess { child, addr, log }
+    }
+
+    /// Starts a dbserver on a free port over `data_dir`, reads waiting `delay`.
+    pub fn dbserver(data_dir: &Path, delay: &str) -> ServerProcess {
+        let dir = data_dir.to_str().unwrap();
+        Self::start(&[
+            "dbserver",
+            "--addr",
+            "127.0.0.1:0",
+            "--delay",
+            delay,
+            "--data-dir",
+            dir,
+        ])
+    }
+
+    /// Everything it has printed so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Sends `signal` (e.g. "-TERM", "-KILL") to it.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 
-impl Drop for DbProcess {
+impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A block of `n` consecutive free ports whose +1000 block is free too.
+pub fn free_block(n: u16) -> u16 {
+    for _ in 0..100 {
+        let base = fastrand::u16(20_000..28_000);
+        let all_free = (0..n).all(|i| {
+            std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()
+                && std::net::TcpListener::bind(("127.0.0.1", base + 1000 + i)).is_ok()
+        });
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no free block of ports");
 }
