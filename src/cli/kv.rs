@@ -169,8 +169,12 @@ impl Output {
 }
 
 /// The explaining line: only for a person at a terminal, never mixed into piped output.
+///
+/// `GCLAB_EXPLAIN=1` asks for it anyway: the lab's page harness runs the cli without a
+/// terminal but checks the pages' explaining lines too.
 fn explain(line: &str) {
-    if std::io::stderr().is_terminal() {
+    let asked = std::env::var_os("GCLAB_EXPLAIN").is_some_and(|v| v == "1");
+    if asked || std::io::stderr().is_terminal() {
         eprintln!("{line}");
     }
 }
