@@ -64,7 +64,8 @@ async fn narrate(args: &DemoArgs) -> Result<(), String> {
     println!(
         "{}",
         "  gets: every request · hits: from a cache · loads: misses · deduped: loads left after \
-         singleflight\n  peer_ld: asked the owner · local: read the dbserver · srv_req: asked by a peer"
+         singleflight\n  peer_ld: asked the owner · local: read the dbserver · srv_req: asked by a \
+         peer · failovr: owner was down"
             .dimmed()
     );
 

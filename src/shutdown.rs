@@ -5,7 +5,8 @@
 
 use std::future::Future;
 
-/// A future that completes on Ctrl-C (SIGINT) or SIGTERM, whichever comes first.
+/// A future that completes on Ctrl-C (SIGINT), SIGTERM or SIGHUP (its terminal closed, e.g.
+/// `tmux kill-session`), whichever comes first.
 ///
 /// The handlers are installed *now*, not when the future is first polled: a signal that
 /// arrives between a server's "listening" line and its first poll would otherwise find no
@@ -16,15 +17,17 @@ pub fn signal() -> impl Future<Output = ()> + Send + 'static {
         use tokio::signal::unix::{signal, SignalKind};
         let interrupt = signal(SignalKind::interrupt());
         let terminate = signal(SignalKind::terminate());
+        let hangup = signal(SignalKind::hangup());
         async move {
-            match (interrupt, terminate) {
-                (Ok(mut interrupt), Ok(mut terminate)) => {
+            match (interrupt, terminate, hangup) {
+                (Ok(mut interrupt), Ok(mut terminate), Ok(mut hangup)) => {
                     tokio::select! {
                         _ = interrupt.recv() => {}
                         _ = terminate.recv() => {}
+                        _ = hangup.recv() => {}
                     }
                 }
-                (Err(e), _) | (_, Err(e)) => {
+                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                     tracing::warn!(
                         "cannot listen for Ctrl-C or SIGTERM ({e}); stop this process with kill -9"
                     );

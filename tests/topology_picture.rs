@@ -174,3 +174,38 @@ fn ports_are_found_after_a_colon_only() {
         BTreeSet::from([9001, 8002])
     );
 }
+
+#[test]
+fn the_picture_renders_to_a_png_800_pixels_wide() {
+    if std::process::Command::new("rsvg-convert")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        // CI installs librsvg2-bin (.ci/run), so there this test always runs.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "rsvg-convert is not installed on CI"
+        );
+        eprintln!("SKIPPED: rsvg-convert is not installed (apt-get install librsvg2-bin)");
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let png = out.path().join("topology.png");
+    let svg = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("topology.svg");
+    let rendered = std::process::Command::new("rsvg-convert")
+        .args(["-w", "800", "-o"])
+        .arg(&png)
+        .arg(&svg)
+        .output()
+        .unwrap();
+    assert!(
+        rendered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[1..4], b"PNG");
+    let width = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
+    assert_eq!(width, 800);
+}

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Opens the lab's five terminals in one tmux session: the dbserver, three frontends and a
+# shell for the cli, each in the repository root, using the bin/ links that ./build.sh makes.
+#
+#   lab/tmux.sh                 open (or re-open) the layout and attach to it
+#   Ctrl-b d                    leave it running in the background; `tmux attach -t gclab` returns
+#   Ctrl-b o                    move to the next pane (or click it)
+#   tmux kill-session -t gclab  stop everything: each server shuts down cleanly
+set -euo pipefail
+
+session=${GCLAB_TMUX_SESSION:-gclab}
+# Where the panes start; the tests point this at a scratch directory.
+workdir=${GCLAB_WORKDIR:-$(cd "$(dirname "$0")/.." && pwd)}
+
+if ! command -v tmux >/dev/null 2>&1; then
+    echo "lab/tmux.sh needs tmux. Install it with 'sudo apt-get install tmux' (Debian, Ubuntu)," >&2
+    echo "'sudo dnf install tmux' (Fedora) or 'brew install tmux' (macOS), or open five terminals" >&2
+    echo "by hand as lab/README.md describes." >&2
+    exit 1
+fi
+if [ ! -x "$workdir/bin/gclab" ]; then
+    echo "There is no $workdir/bin/gclab yet: run ./build.sh first." >&2
+    exit 1
+fi
+if tmux has-session -t "$session" 2>/dev/null; then
+    echo "A tmux session '$session' is already open. Attach to it with 'tmux attach -t $session'," >&2
+    echo "or stop it with 'tmux kill-session -t $session' and run lab/tmux.sh again." >&2
+    exit 1
+fi
+
+# One pane per terminal the lab pages name, titled with that name.
+tmux new-session -d -s "$session" -n lab -x 200 -y 50 -c "$workdir"
+tmux set-option -t "$session" pane-border-status top >/dev/null
+tmux set-option -t "$session" pane-border-format ' #{pane_title} ' >/dev/null
+tmux select-pane -t "$session:lab.0" -T dbserver
+tmux send-keys -t "$session:lab.0" 'bin/dbserver' Enter
+for port in 8001 8002 8003; do
+    tmux split-window -t "$session:lab" -c "$workdir"
+    tmux select-pane -T "frontend-$port"
+    tmux send-keys "bin/frontend -port $port" Enter
+    tmux select-layout -t "$session:lab" tiled >/dev/null
+done
+tmux split-window -t "$session:lab" -c "$workdir"
+tmux select-pane -T cli
+tmux select-layout -t "$session:lab" tiled >/dev/null
+tmux send-keys "# the cli terminal: try  bin/cli -set -key foo -value bar  then  bin/cli -cget -key foo" Enter
+tmux send-keys "# leave with Ctrl-b d (servers keep running); stop all with  tmux kill-session -t $session" Enter
+
+if [ "${GCLAB_TMUX_DETACHED:-0}" = 1 ]; then
+    echo "opened tmux session '$session'; attach with 'tmux attach -t $session'"
+elif [ -n "${TMUX:-}" ]; then
+    tmux switch-client -t "$session"
+else
+    tmux attach -t "$session"
+fi
