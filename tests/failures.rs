@@ -35,6 +35,20 @@ fn three_frontends(base: u16, db: &str) -> Vec<ServerProcess> {
         .collect()
 }
 
+/// A frontend process that is its own only peer, on a free port, with `extra` flags.
+fn lone_frontend(db: &str, extra: &[&str]) -> ServerProcess {
+    let port = common::free_block(1).to_string();
+    let mut args = vec!["frontend", "--port", &port, "--peers", &port, "--db", db];
+    args.extend_from_slice(extra);
+    ServerProcess::start(&args)
+}
+
+/// The peer port of a frontend started by [`lone_frontend`]: its HTTP port − 1000.
+fn frontend_port(frontend: &ServerProcess) -> String {
+    let http: u16 = frontend.addr.rsplit(':').next().unwrap().parse().unwrap();
+    (http - 1000).to_string()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn killing_a_keys_owner_mid_herd_costs_no_client_errors_and_at_most_two_database_reads() {
     let data = tempfile::tempdir().unwrap();
@@ -175,17 +189,7 @@ async fn a_peer_that_accepts_but_never_answers_costs_one_deadline_then_is_skippe
 async fn with_the_dbserver_down_cached_keys_are_served_and_the_rest_get_a_502_naming_it() {
     let data = tempfile::tempdir().unwrap();
     let mut dbserver = ServerProcess::dbserver(data.path(), "0ms");
-    let base = common::free_block(1);
-    let port = base.to_string();
-    let frontend = ServerProcess::start(&[
-        "frontend",
-        "--port",
-        &port,
-        "--peers",
-        &port,
-        "--db",
-        &dbserver.addr,
-    ]);
+    let frontend = lone_frontend(&dbserver.addr, &[]);
     let db = DbClient::new(&dbserver.addr, TIMEOUT);
     db.set("cached", Bytes::from_static(b"here")).await.unwrap();
     db.set("uncached", Bytes::from_static(b"there"))
@@ -256,19 +260,8 @@ async fn a_battery_of_bad_input_gets_clear_errors_and_the_nodes_keep_serving() {
         "--data-dir",
         data.path().to_str().unwrap(),
     ]);
-    let base = common::free_block(1);
-    let port = base.to_string();
-    let frontend = ServerProcess::start(&[
-        "frontend",
-        "--port",
-        &port,
-        "--peers",
-        &port,
-        "--db",
-        &dbserver.addr,
-        "--client-timeout",
-        "1s",
-    ]);
+    let frontend = lone_frontend(&dbserver.addr, &["--client-timeout", "1s"]);
+    let port = frontend_port(&frontend);
     let (fe, db, peer) = (
         frontend.addr.clone(),
         dbserver.addr.clone(),
@@ -354,16 +347,7 @@ async fn file_descriptors_stay_flat_over_many_loads() {
         .unwrap_or(20_000);
     let data = tempfile::tempdir().unwrap();
     let dbserver = ServerProcess::dbserver(data.path(), "0ms");
-    let port = common::free_block(1).to_string();
-    let frontend = ServerProcess::start(&[
-        "frontend",
-        "--port",
-        &port,
-        "--peers",
-        &port,
-        "--db",
-        &dbserver.addr,
-    ]);
+    let frontend = lone_frontend(&dbserver.addr, &[]);
     let node = FrontendClient::new(&frontend.addr, TIMEOUT);
     let run = |from: usize, to: usize| {
         let node = node.clone();
@@ -425,16 +409,7 @@ fn every_server_exits_0_on_ctrl_c_and_on_sigterm() {
     for signal in ["-INT", "-TERM"] {
         let data = tempfile::tempdir().unwrap();
         let mut dbserver = ServerProcess::dbserver(data.path(), "0ms");
-        let port = common::free_block(1).to_string();
-        let mut frontend = ServerProcess::start(&[
-            "frontend",
-            "--port",
-            &port,
-            "--peers",
-            &port,
-            "--db",
-            &dbserver.addr,
-        ]);
+        let mut frontend = lone_frontend(&dbserver.addr, &[]);
         for server in [&mut frontend, &mut dbserver] {
             server.signal(signal);
             let status = server.child.wait().unwrap();

@@ -23,7 +23,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::{exit, short, TIMEOUT};
+use super::{exit, fail, print_report, short, TIMEOUT};
 use crate::client::{ClientError, DbClient, FrontendClient};
 
 /// How load is applied.
@@ -128,23 +128,10 @@ struct Sample {
 pub async fn run(plan: Plan, json: bool) -> u8 {
     match measure(&plan, !json).await {
         Ok(report) => {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string(&report).expect("a report always serializes")
-                );
-            } else {
-                print!("{}", render(&report));
-            }
+            print_report(&report, render, json);
             exit::FOUND
         }
-        Err(e) => {
-            if json {
-                println!("{}", serde_json::json!({ "error": e.to_string() }));
-            }
-            eprintln!("error: {e}");
-            exit::UNREACHABLE
-        }
+        Err(e) => fail(exit::UNREACHABLE, &e.to_string(), json),
     }
 }
 

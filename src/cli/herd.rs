@@ -14,7 +14,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::bench::Latency;
-use super::{exit, short, TIMEOUT};
+use super::{exit, fail, print_report, short, TIMEOUT};
 use crate::client::{ClientError, DbClient, FrontendClient};
 use crate::stats::NodeStats;
 
@@ -67,27 +67,14 @@ pub struct NodeLoads {
 pub async fn run(plan: Plan, json: bool) -> u8 {
     match measure(&plan, !json).await {
         Ok(report) => {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string(&report).expect("a report always serializes")
-                );
-            } else {
-                print!("{}", render(&report));
-            }
+            print_report(&report, render, json);
             if report.errors + report.wrong_values + report.not_found == 0 {
                 exit::FOUND
             } else {
                 exit::UNREACHABLE
             }
         }
-        Err(e) => {
-            if json {
-                println!("{}", serde_json::json!({ "error": e.to_string() }));
-            }
-            eprintln!("error: {e}");
-            exit::UNREACHABLE
-        }
+        Err(e) => fail(exit::UNREACHABLE, &e.to_string(), json),
     }
 }
 

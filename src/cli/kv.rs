@@ -160,11 +160,7 @@ impl Output {
     }
 
     fn error(&self, code: u8, message: &str) -> u8 {
-        if self.json {
-            println!("{}", json!({"error": message}));
-        }
-        eprintln!("error: {message}");
-        code
+        super::fail(code, message, self.json)
     }
 }
 

@@ -84,6 +84,31 @@ pub async fn run(args: CliArgs) -> ExitCode {
     ExitCode::from(code)
 }
 
+/// Prints a report: one JSON object with `--json`, else the text `render` makes of it.
+pub fn print_report<R: serde::Serialize>(
+    report: &R,
+    render: impl FnOnce(&R) -> String,
+    json: bool,
+) {
+    if json {
+        let object =
+            serde_json::to_string(report).expect("reports are plain data and always serialize");
+        println!("{object}");
+    } else {
+        print!("{}", render(report));
+    }
+}
+
+/// Reports a failure the same way for every command: the message on stderr, and with
+/// `--json` also as `{"error": …}` on stdout, so a script reading stdout sees it. Returns `code`.
+pub fn fail(code: u8, message: &str, json: bool) -> u8 {
+    if json {
+        println!("{}", serde_json::json!({ "error": message }));
+    }
+    eprintln!("error: {message}");
+    code
+}
+
 /// `127.0.0.1:9002` → `9002`: on one machine the port is the name a person recognises.
 pub fn short(addr: &str) -> &str {
     match addr.rsplit_once(':') {
