@@ -205,7 +205,7 @@ pub enum CliCommand {
         /// The frontends' HTTP ports (or host:port), comma-separated; requests go round-robin.
         #[arg(long, value_delimiter = ',', default_value = "9001,9002,9003")]
         frontends: Vec<String>,
-        /// The dbserver, where missing keys are written before the run.
+        /// The dbserver, where key1..keyN are written before the run.
         #[arg(long, default_value = "127.0.0.1:8080")]
         db: String,
         /// Do not write key1..keyN to the dbserver first.

@@ -61,13 +61,32 @@ pub struct OpenError {
     reason: String,
 }
 
+/// Opens sled, waiting up to a second for the directory's lock: a dbserver restarted right
+/// after `kill -9` of the previous one can otherwise find the lock not yet released by the
+/// kernel. A lock still held after that belongs to a live dbserver.
+fn open_sled(dir: &Path) -> sled::Result<sled::Db> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    loop {
+        match sled::open(dir) {
+            Err(e) if is_locked(&e) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            opened => return opened,
+        }
+    }
+}
+
+/// sled reports a held lock only in its message, not in the error kind.
+fn is_locked(error: &sled::Error) -> bool {
+    error.to_string().contains("could not acquire lock")
+}
+
 impl Store {
     /// Opens (or creates) the sled database in `dir`; every read will wait `delay`.
     pub fn open(dir: &Path, delay: Duration) -> Result<Store, OpenError> {
-        let db = sled::open(dir).map_err(|e| OpenError {
+        let db = open_sled(dir).map_err(|e| OpenError {
             dir: dir.display().to_string(),
-            // sled reports a held lock only in its message, not in the error kind.
-            reason: if e.to_string().contains("could not acquire lock") {
+            reason: if is_locked(&e) {
                 "it is locked — is another dbserver using it?".to_owned()
             } else {
                 e.to_string()

@@ -146,7 +146,8 @@ struct Connection {
 #[derive(Default)]
 struct Health {
     down: bool,
-    /// While down, calls are skipped until this moment; then one is let through as a probe.
+    /// While down, calls are skipped until this moment; then one is let through as a probe,
+    /// and the others keep skipping until the probe has reported.
     retry_at: Option<Instant>,
 }
 
@@ -189,15 +190,27 @@ impl Peers {
         answer?.map_err(PeerError::Remote)
     }
 
-    /// Whether `peer` failed moments ago and is being skipped (see [`BACKOFF`]).
+    /// Whether a call to `peer` should be skipped: it failed moments ago (see [`BACKOFF`]).
+    ///
+    /// When the back-off runs out, the first caller is let through as the probe, and the
+    /// back-off is renewed for everyone else at once; so a peer that hangs costs one
+    /// `--peer-timeout` per back-off, not one per request that arrives while the probe waits.
     pub fn backing_off(&self, peer: &str) -> bool {
-        self.connections.get(peer).is_some_and(|c| {
-            let health = c
-                .health
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            health.retry_at.is_some_and(|at| Instant::now() < at)
-        })
+        let Some(connection) = self.connections.get(peer) else {
+            return false;
+        };
+        let mut health = connection
+            .health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match health.retry_at {
+            Some(at) if Instant::now() < at => true,
+            Some(_) => {
+                health.retry_at = Some(Instant::now() + BACKOFF); // this caller is the probe
+                false
+            }
+            None => false,
+        }
     }
 }
 

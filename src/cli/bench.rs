@@ -161,10 +161,10 @@ pub async fn measure(plan: &Plan, progress: bool) -> Result<Report, ClientError>
     let sent = Arc::new(AtomicU64::new(0));
     let bar = live_bar(plan.duration, progress, Arc::clone(&sent));
     let started = Instant::now();
-    let deadline = started + plan.duration;
     let load = tokio::spawn(apply(
         plan.mode,
-        deadline,
+        started,
+        plan.duration,
         plan.keys,
         frontends,
         tx,
@@ -231,15 +231,17 @@ async fn fill(db: &DbClient, keys: u32) -> Result<(), ClientError> {
 }
 
 /// Sends requests until `deadline`; returns how long sending took, in seconds.
+/// The open loop's schedule starts at `started`, so a run sends exactly rate × duration.
 async fn apply(
     mode: Mode,
-    deadline: Instant,
+    started: Instant,
+    duration: Duration,
     keys: u32,
     frontends: Arc<Vec<FrontendClient>>,
     tx: mpsc::UnboundedSender<Sample>,
     sent: Arc<AtomicU64>,
 ) -> f64 {
-    let started = Instant::now();
+    let deadline = started + duration;
     match mode {
         Mode::Rate(rate) => {
             let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
