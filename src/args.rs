@@ -127,6 +127,50 @@ pub struct FrontendArgs {
     pub no_peers: bool,
 }
 
+impl DbserverArgs {
+    /// How the dbserver treats its clients, from its flags.
+    pub fn config(&self) -> crate::dbserver::Config {
+        crate::dbserver::Config::new(self.max_value_bytes, self.client_timeout, self.delay)
+    }
+}
+
+impl FrontendArgs {
+    /// This node's configuration, and the address of its HTTP API, from its flags.
+    pub fn config(&self) -> Result<(crate::frontend::Config, String), String> {
+        if self.bind.is_unspecified() {
+            return Err(format!(
+                "--bind {} would listen everywhere but cannot name this node to its peers; \
+                 bind one address of this machine",
+                self.bind
+            ));
+        }
+        // The original's convention: clients talk to port + 1000.
+        let http_port = match self.http_port {
+            Some(port) => port,
+            None => self.port.checked_add(1000).ok_or_else(|| {
+                format!(
+                    "--port {} + 1000 is not a port; give --http-port",
+                    self.port
+                )
+            })?,
+        };
+        let config = crate::frontend::Config {
+            me: std::net::SocketAddr::new(self.bind, self.port).to_string(),
+            peers: self.peers.iter().map(|p| address(p)).collect(),
+            db_addr: address(&self.db),
+            cache_bytes: usize::try_from(self.cache_bytes).unwrap_or(usize::MAX),
+            db_timeout: self.db_timeout,
+            peer_timeout: self.peer_timeout,
+            singleflight: !self.no_singleflight,
+            use_peers: !self.no_peers,
+            client_timeout: self.client_timeout,
+        };
+        config.validate().map_err(|e| e.to_string())?;
+        let http_addr = std::net::SocketAddr::new(self.bind, http_port).to_string();
+        Ok((config, http_addr))
+    }
+}
+
 fn parse_bytes(text: &str) -> Result<u64, String> {
     text.parse::<bytesize::ByteSize>()
         .map(|size| size.as_u64())

@@ -169,6 +169,12 @@ impl Endpoint {
     }
 }
 
+/// Whether a response is the servers' "no such key" (a marked 404).
+fn missing_key(response: &reqwest::Response) -> bool {
+    response.status() == StatusCode::NOT_FOUND
+        && response.headers().contains_key(crate::http::MISSING_KEY)
+}
+
 /// The innermost cause of an error, e.g. "connection refused", which is what a person can
 /// act on; reqwest's own message ("error sending request for url …") is not.
 fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
@@ -200,7 +206,7 @@ impl DbClient {
     pub async fn get(&self, key: &str) -> Result<Option<Bytes>, ClientError> {
         let e = &self.endpoint;
         let response = e.send(e.http.get(e.url(&kv_path(key)))).await?;
-        if response.status() == StatusCode::NOT_FOUND {
+        if missing_key(&response) {
             return Ok(None);
         }
         e.body(response).await.map(Some)
@@ -268,7 +274,7 @@ impl FrontendClient {
         let e = &self.endpoint;
         let url = e.url(&format!("/cache/{}", key::encode(key)));
         let response = e.send(e.http.get(url)).await?;
-        if response.status() == StatusCode::NOT_FOUND {
+        if missing_key(&response) {
             return Ok(None);
         }
         let header = |name: &str| {

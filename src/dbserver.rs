@@ -44,6 +44,20 @@ pub struct Config {
     pub limits: Limits,
 }
 
+impl Config {
+    /// Clients get `client_timeout` to send their headers, and a request may take the read
+    /// `delay` plus ten seconds: past that it is a client trickling its body, not a slow disk.
+    pub fn new(max_value_bytes: u64, client_timeout: Duration, delay: Duration) -> Config {
+        Config {
+            max_value_bytes,
+            limits: Limits {
+                header_timeout: client_timeout,
+                request_timeout: delay + Duration::from_secs(10),
+            },
+        }
+    }
+}
+
 /// The store and its counters, shared by every request.
 pub struct Store {
     db: sled::Db,
@@ -235,7 +249,7 @@ async fn read_value(raw_key: String, api: Arc<Api>) -> Result<warp::reply::Respo
     tracing::info!(kind = "db", "getting {key}");
     let reply = match api.store.get(&key).await {
         Ok(Some(value)) => http::value(value),
-        Ok(None) => http::text(StatusCode::NOT_FOUND, format!("no such key: {key}")),
+        Ok(None) => http::no_such_key(format!("no such key: {key}")),
         Err(e) => {
             return Err(Problem::internal(format!("reading {key} from sled failed: {e}")).into())
         }

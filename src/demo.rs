@@ -25,7 +25,7 @@ use crate::topology::Topology;
 
 /// Runs the demo; Ctrl-C stops it early, still cleaning up.
 pub async fn run(args: DemoArgs) -> Result<(), String> {
-    colored::control::set_override(logging::color_enabled());
+    colored::control::set_override(logging::stdout_color_enabled());
     tokio::select! {
         result = narrate(&args) => result,
         _ = tokio::signal::ctrl_c() => {
@@ -159,9 +159,13 @@ async fn walkthrough(t: &Topology) -> Result<(), ClientError> {
         );
     }
     let reads = t.db.stats().await?.gets;
-    println!(
-        "The dbserver was read {reads} times: once by get, once by the first cget. Never again."
-    );
+    if reads == 2 {
+        println!(
+            "The dbserver was read 2 times: once by get, once by the first cget. Never again."
+        );
+    } else {
+        println!("The dbserver was read {reads} times (2 expected: once by get, once by the first cget).");
+    }
     Ok(())
 }
 
@@ -206,6 +210,14 @@ async fn herds(t: &Topology, delay: Duration) -> Result<(), String> {
         println!(
             "  {:<17} {:<19} {:>8} {} {:>9.1} {:>9.1} {:>8}",
             label, flag, r.answered, reads, r.latency_ms.p50, r.latency_ms.p99, r.errors
+        );
+    }
+    if let Some((label, _, r)) = rows.iter().find(|(_, _, r)| r.errors > 0) {
+        let first = r.first_error.as_deref().unwrap_or("?");
+        println!(
+            "\n  {} the {label} run had {} errors, so its counts say little: {first}",
+            "Careful:".red(),
+            r.errors
         );
     }
     println!();

@@ -189,10 +189,7 @@ async fn cache_get(raw_key: String, api: Arc<Api>) -> Result<warp::reply::Respon
             (response, got.source.as_str())
         }
         Err(GetError::NotFound) => (
-            http::text(
-                StatusCode::NOT_FOUND,
-                format!("no such key: the dbserver has no {key}"),
-            ),
+            http::no_such_key(format!("no such key: the dbserver has no {key}")),
             "not_found",
         ),
         Err(GetError::Unavailable(reason)) => (

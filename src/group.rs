@@ -12,14 +12,15 @@
 //!                    ├─ another peer owns it ─▶ get_from_peer  (peer_loads / peer_errors)
 //!                    │    │                       └─ 1 in 10 ─▶ populate_cache(hot)
 //!                    │    └─ owner down ─▶ the next peer in the key's ranking (failovers)
-//!                    └─ we own it (or the peer failed)
+//!                    └─ we own it, are next in line, or the owner could not load it
 //!                                 ─▶ get_locally (dbserver)    (local_loads / local_load_errs)
 //!                                 ─▶ populate_cache(main)
 //! ```
 //!
 //! A Get that arrives from a peer (`serve_peer`, counted in `server_requests`) is never
-//! forwarded again: a peer's ask means "load it yourself", so forwarding loops cannot form
-//! even if two nodes disagreed on the owner.
+//! forwarded again: a peer's ask means "load it yourself", so a request cannot travel in a
+//! loop even if two nodes disagreed on the owner. (It may join a flight this node already
+//! has for the key, which is how it shares one database read with this node's own clients.)
 
 use std::sync::Arc;
 
@@ -286,7 +287,10 @@ impl Group {
     /// gives way first whenever it holds more than 1/8 of what main holds, as in
     /// groupcache: a node's own keys matter more than copies of other nodes' keys.
     fn populate_cache(&self, key: &str, value: Bytes, cache: &Cache) {
-        if self.cache_bytes == 0 {
+        // A value larger than the whole budget would evict everything, then itself; groupcache
+        // lets that happen, but it empties the cache for nothing, so such a value is served
+        // and not kept.
+        if key.len() + value.len() > self.cache_bytes {
             return;
         }
         cache.add(key, value);

@@ -68,6 +68,19 @@ pub fn empty_key(
         .map(|| text(StatusCode::BAD_REQUEST, KeyError::Empty.to_string()))
 }
 
+/// A `404` for a key that does not exist, marked so that clients can tell it from a
+/// `404` for a route that does not exist (a cli pointed at the wrong port).
+pub fn no_such_key(message: String) -> warp::reply::Response {
+    let mut response = text(StatusCode::NOT_FOUND, message);
+    response
+        .headers_mut()
+        .insert(MISSING_KEY, warp::http::HeaderValue::from_static("key"));
+    response
+}
+
+/// The header on a "no such key" `404`.
+pub const MISSING_KEY: &str = "x-gclab-missing";
+
 /// A plain-text reply.
 pub fn text(status: StatusCode, body: String) -> warp::reply::Response {
     warp::reply::with_status(body + "\n", status).into_response()
@@ -126,7 +139,7 @@ pub struct Limits {
     /// is disconnected after this.
     pub header_timeout: Duration,
     /// How long one request may take from its headers to its answer, body upload
-    /// included; past it the client gets `408`. It must outlast every load the request may
+    /// included; past it the client gets `504`. It must outlast every load the request may
     /// wait for (a peer call, a dbserver read).
     pub request_timeout: Duration,
 }
@@ -153,10 +166,14 @@ pub async fn serve<F, R>(
     R: Reply,
 {
     let connections = GracefulShutdown::new();
+    // Each connection's task, so that the ones still running after the grace period can be
+    // cut off for real (a detached `tokio::spawn` would outlive this server).
+    let mut tasks = tokio::task::JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let stream = tokio::select! {
             () = &mut shutdown => break,
+            Some(_) = tasks.join_next() => continue, // reap connections that closed
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
@@ -180,7 +197,7 @@ pub async fn serve<F, R>(
                     Ok(Ok(response)) => response,
                     Ok(Err(never)) => match never {},
                     Err(_) => text(
-                        StatusCode::REQUEST_TIMEOUT,
+                        StatusCode::GATEWAY_TIMEOUT,
                         format!(
                             "the request took longer than {}",
                             humantime::format_duration(limits.request_timeout)
@@ -195,7 +212,7 @@ pub async fn serve<F, R>(
             .max_buf_size(MAX_HEAD_BYTES)
             .serve_connection(TokioIo::new(stream), service);
         let connection = connections.watch(connection);
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             // A client that hangs up or times out ends here; that is its business, not an error.
             if let Err(e) = connection.await {
                 tracing::debug!("connection closed: {e}");
@@ -209,4 +226,5 @@ pub async fn serve<F, R>(
     {
         tracing::warn!("requests still running after the grace period were cut off");
     }
+    tasks.abort_all();
 }

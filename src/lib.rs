@@ -27,7 +27,8 @@
 //! - [`key`] — what a valid key is and how it travels in a URL.
 //! - [`http`] — error replies and socket options the HTTP servers share.
 //! - [`logging`] — the coloured event lines a node prints.
-//! - [`shutdown`] — stopping on Ctrl-C or SIGTERM.
+//! - [`shutdown`] — stopping on Ctrl-C, SIGTERM or SIGHUP.
+//! - [`fd_limit`] — raising the open-file limit, so a herd of a thousand connections fits.
 //! - [`topology`] — a dbserver and N frontends in one process, for the demo and the tests.
 
 pub mod args;
@@ -36,6 +37,7 @@ pub mod cli;
 pub mod client;
 pub mod dbserver;
 pub mod demo;
+pub mod fd_limit;
 pub mod frontend;
 pub mod group;
 pub mod http;

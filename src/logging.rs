@@ -33,6 +33,15 @@ pub fn color_enabled() -> bool {
         || std::io::stderr().is_terminal()
 }
 
+/// Whether stdout gets colours (for commands that print their story there: demo, up).
+pub fn stdout_color_enabled() -> bool {
+    if std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()) {
+        return false;
+    }
+    std::env::var_os("CLICOLOR_FORCE").is_some_and(|v| !v.is_empty() && v != "0")
+        || std::io::stdout().is_terminal()
+}
+
 /// Our events at `info`; tarpc's own at `warn`, or every peer call would add its lines.
 const DEFAULT_FILTER: &str = "info,tarpc=warn";
 

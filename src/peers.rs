@@ -32,8 +32,11 @@ use tokio::task::JoinSet;
 use crate::group::{GetError, Group};
 use crate::key;
 
-/// The largest frame either side accepts: a value (at most 1 MiB) plus room for the rest.
+/// The largest frame either side accepts: a value (1 MiB by default) plus room for the rest.
 pub const MAX_FRAME_BYTES: usize = 2 * 1024 * 1024;
+
+/// The largest value a peer reply carries; the rest of the frame is the envelope.
+const MAX_VALUE_TO_SHARE: usize = MAX_FRAME_BYTES - 64 * 1024;
 
 /// A peer connection is local in this lab; a connect slower than this is not coming.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -57,6 +60,13 @@ impl Peer for PeerServer {
         key::validate(&key).map_err(|e| e.to_string())?;
         tracing::info!(kind = "peer", "peer asked for {key}");
         match self.group.serve_peer(&key).await {
+            // A reply over the frame limit would break the connection for every call on it,
+            // and the asker would take this node for dead; a refusal makes it load the value
+            // itself instead.
+            Ok(got) if got.value.len() > MAX_VALUE_TO_SHARE => Err(format!(
+                "{key} is {} bytes, more than a peer reply carries ({MAX_VALUE_TO_SHARE})",
+                got.value.len()
+            )),
             Ok(got) => Ok(Some(got.value)),
             Err(GetError::NotFound) => Ok(None),
             Err(GetError::Unavailable(reason)) => Err(reason),

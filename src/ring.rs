@@ -65,8 +65,9 @@ const SIP_KEYS: (u64, u64) = (0x6772_6f75_7063_6163, 0x6865_2d6c_6162_2123);
 impl NodeHasher<String> for PinnedHasher {
     fn hash<T: Hash>(&self, node: &String, item: &T) -> u64 {
         let mut hasher = SipHasher13::new_with_keys(SIP_KEYS.0, SIP_KEYS.1);
-        // `Hash` for `str` feeds the bytes and then 0xff; that has been stable since
-        // Rust 1.0 and is what makes ("ab","c") and ("a","bc") hash differently.
+        // `Hash` for `str` feeds the bytes, then 0xff (which keeps ("ab","c") and ("a","bc")
+        // apart). std does not promise that framing forever, but it has not changed since
+        // Rust 1.0, and `owners_are_pinned_across_builds` below fails the day it does.
         item.hash(&mut hasher);
         node.hash(&mut hasher);
         hasher.finish()

@@ -58,7 +58,8 @@ where
         Fut: Future<Output = Result<V, E>> + Send + 'static,
     {
         let (flight, leader) = {
-            let mut flights = self.flights.lock().expect(POISON);
+            // Taken over if poisoned: the map is consistent between statements, whatever panicked.
+            let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
             match flights.get(key) {
                 Some(flight) => (flight.clone(), false),
                 None => {
@@ -101,7 +102,10 @@ where
 
     /// How many loads are in flight right now (for tests and stats).
     pub fn in_flight(&self) -> usize {
-        self.flights.lock().expect(POISON).len()
+        self.flights
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 }
 
@@ -120,9 +124,6 @@ impl<V, E> Drop for Forget<V, E> {
         flights.remove(&self.key);
     }
 }
-
-const POISON: &str = "the flights lock is only poisoned if a thread panicked while holding it, \
-                      and no code that holds it can panic";
 
 #[cfg(test)]
 mod tests {

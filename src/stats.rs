@@ -19,7 +19,8 @@ pub struct Stats {
     pub gets: AtomicU64,
     /// Gets answered from the main or hot cache.
     pub cache_hits: AtomicU64,
-    /// Values fetched from the owning peer.
+    /// Answers from a peer: the owner, or the next in line when the owner was down.
+    /// A "no such key" answer counts too: the peer answered.
     pub peer_loads: AtomicU64,
     /// Peer calls that failed (the value was then loaded another way).
     pub peer_errors: AtomicU64,
@@ -27,7 +28,8 @@ pub struct Stats {
     pub loads: AtomicU64,
     /// Loads left after singleflight folded concurrent ones together.
     pub loads_deduped: AtomicU64,
-    /// Values loaded from the dbserver by this node.
+    /// Loads from the dbserver by this node, "no such key" answers included (groupcache
+    /// counts a getter's not-found as an error; here the dbserver did answer).
     pub local_loads: AtomicU64,
     /// dbserver loads that failed.
     pub local_load_errs: AtomicU64,

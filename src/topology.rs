@@ -55,13 +55,7 @@ impl Topology {
         let db_addr = db_listener.local_addr()?.to_string();
         let store = Store::open(topology.data.path(), delay).map_err(std::io::Error::other)?;
         let stop = topology.stopper();
-        let config = dbserver::Config {
-            max_value_bytes: dbserver::MAX_VALUE_BYTES,
-            limits: crate::http::Limits {
-                header_timeout: Duration::from_secs(10),
-                request_timeout: Duration::from_secs(10) + delay,
-            },
-        };
+        let config = dbserver::Config::new(dbserver::MAX_VALUE_BYTES, CLIENT_TIMEOUT, delay);
         topology.spawn(dbserver::run(db_listener, Arc::new(store), config, stop));
         topology.db = DbClient::new(&db_addr, CLIENT_TIMEOUT);
 
@@ -83,8 +77,9 @@ impl Topology {
                 peers: topology.peers.clone(),
                 db_addr: db_addr.clone(),
                 cache_bytes: 64 << 20,
-                db_timeout: Duration::from_secs(5),
-                peer_timeout: Duration::from_secs(8),
+                // Deadlines follow the delay, so a slow demo (`--delay 5s`) still loads.
+                db_timeout: delay + Duration::from_secs(5),
+                peer_timeout: delay + Duration::from_secs(8),
                 singleflight: true,
                 use_peers: true,
                 client_timeout: Duration::from_secs(10),

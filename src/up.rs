@@ -34,13 +34,15 @@ pub const GRACE: Duration = Duration::from_secs(10);
 struct Started {
     name: String,
     pid: Pid,
+    /// Once it has exited its pid may be reused, so it is never signalled again.
+    exited: bool,
 }
 
 /// Starts the topology and runs until Ctrl-C, SIGTERM, or a child's exit.
 pub async fn run(args: UpArgs) -> Result<(), String> {
     let exe =
         std::env::current_exe().map_err(|e| format!("cannot find this program's path: {e}"))?;
-    let color = logging::color_enabled();
+    let color = logging::stdout_color_enabled();
     colored::control::set_override(color);
     let last = args
         .port
@@ -54,6 +56,10 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
         })?;
     let ports: Vec<String> = (args.port..=last).map(|p| p.to_string()).collect();
     let delay = humantime::format_duration(args.delay).to_string();
+    // The frontends' deadlines follow the delay, so `--delay 5s` still loads: a database
+    // read may take the delay plus 2 s, a peer call that read plus 1 s more.
+    let db_timeout = humantime::format_duration(args.delay + Duration::from_secs(2)).to_string();
+    let peer_timeout = humantime::format_duration(args.delay + Duration::from_secs(3)).to_string();
     let data_dir = args.data_dir.to_string_lossy().into_owned();
 
     let mut plan: Vec<(String, Vec<String>)> = vec![(
@@ -79,6 +85,10 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
             &ports.join(","),
             "--db",
             &args.db_addr,
+            "--db-timeout",
+            &db_timeout,
+            "--peer-timeout",
+            &peer_timeout,
         ]
         .map(String::from)
         .to_vec();
@@ -94,7 +104,8 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
     let stopped = shutdown::signal(); // before any child exists, so no signal goes unheard
     let width = plan.iter().map(|(name, _)| name.len()).max().unwrap_or(8);
     let (exits, mut exited) = mpsc::unbounded_channel::<(String, String, bool)>();
-    let mut started = Vec::new();
+    let mut started: Vec<Started> = Vec::new();
+    let mut forwarders = Vec::new();
     for (i, (name, argv)) in plan.into_iter().enumerate() {
         let mut command = Command::new(&exe);
         command
@@ -113,16 +124,24 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
                 return Err(format!("cannot start {name}: {e}"));
             }
         };
-        let pid = Pid::from_raw(child.id().map_or(0, |id| id as i32));
+        // `kill(0, …)` would signal our whole process group, so a missing pid is an error.
+        let Some(pid) = child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .map(Pid::from_raw)
+        else {
+            stop(&started, Signal::SIGTERM);
+            return Err(format!("{name} exited as soon as it started"));
+        };
         let prefix = format!("{name:<width$} |")
             .color(PALETTE[i % PALETTE.len()])
             .to_string();
         println!("{prefix} started: gclab {} (pid {pid})", argv.join(" "));
         if let Some(out) = child.stdout.take() {
-            tokio::spawn(forward(out, prefix.clone()));
+            forwarders.push(tokio::spawn(forward(out, prefix.clone())));
         }
         if let Some(err) = child.stderr.take() {
-            tokio::spawn(forward(err, prefix.clone()));
+            forwarders.push(tokio::spawn(forward(err, prefix.clone())));
         }
         let exits = exits.clone();
         let child_name = name.clone();
@@ -133,7 +152,11 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
             };
             let _ = exits.send((child_name, how, ok));
         });
-        started.push(Started { name, pid });
+        started.push(Started {
+            name,
+            pid,
+            exited: false,
+        });
     }
     drop(exits);
 
@@ -143,10 +166,12 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
         () = stopped => {
             println!("up: stopping {running} processes");
         }
-        Some((name, how, _)) = exited.recv() => {
+        Some((name, how, ok)) = exited.recv() => {
+            // A clean exit here is usually the same Ctrl-C, noticed through the child first.
             println!("up: {name} stopped ({how}); stopping the others");
-            failed = true;
+            failed = !ok;
             running -= 1;
+            mark_exited(&mut started, &name);
         }
     }
     // A Ctrl-C reached every child already; a SIGTERM reached only us. Send it on either way:
@@ -158,6 +183,7 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
             Ok(Some((name, how, ok))) => {
                 running -= 1;
                 failed |= !ok;
+                mark_exited(&mut started, &name);
                 println!("up: {name} stopped ({how})");
             }
             Ok(None) => break,
@@ -169,8 +195,10 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
             }
         }
     }
-    // Let the last forwarded lines reach the terminal before we exit.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The children are gone, so their pipes close: wait for their last lines to be printed.
+    for forwarder in forwarders {
+        let _ = forwarder.await;
+    }
     if failed {
         Err("not every process stopped cleanly; see the lines above".to_owned())
     } else {
@@ -188,9 +216,15 @@ const PALETTE: [Color; 6] = [
     Color::Yellow,
 ];
 
-/// Sends `signal` to every started child; one that already exited is skipped silently.
+fn mark_exited(started: &mut [Started], name: &str) {
+    if let Some(child) = started.iter_mut().find(|c| c.name == name) {
+        child.exited = true;
+    }
+}
+
+/// Sends `signal` to every started child that has not exited.
 fn stop(started: &[Started], signal: Signal) {
-    for child in started {
+    for child in started.iter().filter(|c| !c.exited) {
         if let Err(e) = kill(child.pid, signal) {
             if e != nix::errno::Errno::ESRCH {
                 println!("up: cannot signal {} (pid {}): {e}", child.name, child.pid);

@@ -93,5 +93,5 @@ fn a_port_in_use_is_one_clear_line() {
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("address in use"), "{stderr}");
+    assert!(stderr.to_lowercase().contains("address already in use"), "{stderr}");
 }

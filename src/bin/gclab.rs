@@ -2,19 +2,17 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::Parser;
 use gclab::args::{self, Command, DbserverArgs, FrontendArgs, Gclab};
-use gclab::http::Limits;
-use gclab::{cli, dbserver, demo, frontend, logging, shutdown, up};
+use gclab::{cli, dbserver, demo, fd_limit, frontend, logging, shutdown, up};
 use tokio::net::TcpListener;
 
 fn main() -> ExitCode {
+    fd_limit::raise();
     let args = Gclab::parse_from(args::normalize(std::env::args_os()));
     match args.command {
-        // The cli makes one request: a single-threaded runtime starts faster.
-        // Load generators need both cores; one request does not.
+        // herd and bench want every core; one request starts faster single-threaded.
         Command::Cli(cli_args) => runtime(cli_args.is_load()).block_on(cli::run(cli_args)),
         Command::Dbserver(db_args) => report(runtime(true).block_on(run_dbserver(db_args))),
         Command::Frontend(fe_args) => report(runtime(true).block_on(run_frontend(fe_args))),
@@ -57,56 +55,19 @@ async fn run_dbserver(args: DbserverArgs) -> Result<(), String> {
         args.data_dir.display(),
         humantime::format_duration(args.delay)
     );
-    let config = dbserver::Config {
-        max_value_bytes: args.max_value_bytes,
-        limits: Limits {
-            header_timeout: args.client_timeout,
-            // A read waits the delay; a write waits for the disk. Ten seconds beyond that
-            // is a client trickling its body, not a slow server.
-            request_timeout: args.delay + Duration::from_secs(10),
-        },
-    };
-    dbserver::run(listener, Arc::new(store), config, stop).await;
+    dbserver::run(listener, Arc::new(store), args.config(), stop).await;
     Ok(())
 }
 
 async fn run_frontend(args: FrontendArgs) -> Result<(), String> {
     logging::init();
     let stop = shutdown::signal();
-    let http_port = match args.http_port {
-        Some(port) => port,
-        None => args.port.checked_add(1000).ok_or_else(|| {
-            format!(
-                "--port {} + 1000 is not a port; give --http-port",
-                args.port
-            )
-        })?,
-    };
-    if args.bind.is_unspecified() {
-        return Err(format!(
-            "--bind {} would listen everywhere but cannot name this node to its peers; \
-             bind one address of this machine",
-            args.bind
-        ));
-    }
-    let peer_addr = std::net::SocketAddr::new(args.bind, args.port).to_string();
-    let http_addr = std::net::SocketAddr::new(args.bind, http_port).to_string();
-    let config = frontend::Config {
-        me: peer_addr.clone(),
-        peers: args.peers.iter().map(|p| args::address(p)).collect(),
-        db_addr: args.db,
-        cache_bytes: usize::try_from(args.cache_bytes).unwrap_or(usize::MAX),
-        db_timeout: args.db_timeout,
-        peer_timeout: args.peer_timeout,
-        singleflight: !args.no_singleflight,
-        use_peers: !args.no_peers,
-        client_timeout: args.client_timeout,
-    };
-    config.validate().map_err(|e| e.to_string())?;
-    let peer_listener = bind(&peer_addr, "frontend", "--port").await?;
+    let (config, http_addr) = args.config()?;
+    let peer_listener = bind(&config.me, "frontend", "--port").await?;
     let http_listener = bind(&http_addr, "frontend", "--http-port").await?;
     tracing::info!(
-        "frontend {peer_addr}: peers on {}, clients on http://{}, dbserver {}",
+        "frontend {}: peers on {}, clients on http://{}, dbserver {}",
+        config.me,
         config.peers.join(","),
         local_addr(&http_listener),
         config.db_addr
@@ -124,7 +85,7 @@ async fn bind(addr: &str, server: &str, flag: &str) -> Result<TcpListener, Strin
             }
             _ => String::new(),
         };
-        format!("cannot listen on {addr}: {}{advice}", e.kind())
+        format!("cannot listen on {addr}: {e}{advice}")
     })
 }
 

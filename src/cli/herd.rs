@@ -154,7 +154,8 @@ pub async fn measure(plan: &Plan, progress: bool) -> Result<Report, ClientError>
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
 
-    let db_reads = db.stats().await?.gets - db_before;
+    // Saturating, in case the dbserver restarted (and its counters with it) mid-herd.
+    let db_reads = db.stats().await?.gets.saturating_sub(db_before);
     let mut nodes = Vec::new();
     for (i, (frontend, before)) in frontends.iter().zip(nodes_before).enumerate() {
         let after = frontend.stats().await?;
@@ -185,13 +186,14 @@ impl NodeLoads {
         NodeLoads {
             frontend: frontend.to_owned(),
             requests,
-            gets: after.gets - before.gets,
-            cache_hits: after.cache_hits - before.cache_hits,
-            loads: after.loads - before.loads,
-            loads_deduped: after.loads_deduped - before.loads_deduped,
-            peer_loads: after.peer_loads - before.peer_loads,
-            local_loads: after.local_loads - before.local_loads,
-            server_requests: after.server_requests - before.server_requests,
+            // Saturating: a node restarted during the herd starts its counters from zero.
+            gets: after.gets.saturating_sub(before.gets),
+            cache_hits: after.cache_hits.saturating_sub(before.cache_hits),
+            loads: after.loads.saturating_sub(before.loads),
+            loads_deduped: after.loads_deduped.saturating_sub(before.loads_deduped),
+            peer_loads: after.peer_loads.saturating_sub(before.peer_loads),
+            local_loads: after.local_loads.saturating_sub(before.local_loads),
+            server_requests: after.server_requests.saturating_sub(before.server_requests),
         }
     }
 }

@@ -20,6 +20,8 @@ pub async fn run(frontends: &[String], db: &str, watch: bool, json: bool) -> u8 
         .map(|a| FrontendClient::new(a, TIMEOUT))
         .collect();
     let db = DbClient::new(db, TIMEOUT);
+    // One Ctrl-C future for the whole watch, so a Ctrl-C during a redraw is not lost.
+    let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
     loop {
         let (nodes, db_stats) = collect(&clients, &db).await;
         if json {
@@ -51,7 +53,7 @@ pub async fn run(frontends: &[String], db: &str, watch: bool, json: bool) -> u8 
         }
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = tokio::signal::ctrl_c() => return exit::FOUND,
+            _ = &mut interrupted => return exit::FOUND,
         }
     }
 }
