@@ -32,19 +32,22 @@ fi
 tmux new-session -d -s "$session" -n lab -x 200 -y 50 -c "$workdir"
 tmux set-option -t "$session" pane-border-status top >/dev/null
 tmux set-option -t "$session" pane-border-format ' #{pane_title} ' >/dev/null
-tmux select-pane -t "$session:lab.0" -T dbserver
-tmux send-keys -t "$session:lab.0" 'bin/dbserver' Enter
+# Every command names its pane by id: run from inside another tmux session, an untargeted
+# command would land in the pane that ran this script.
+pane=$(tmux display-message -p -t "$session:lab.0" '#{pane_id}')
+tmux select-pane -t "$pane" -T dbserver
+tmux send-keys -t "$pane" 'bin/dbserver' Enter
 for port in 8001 8002 8003; do
-    tmux split-window -t "$session:lab" -c "$workdir"
-    tmux select-pane -T "frontend-$port"
-    tmux send-keys "bin/frontend -port $port" Enter
+    pane=$(tmux split-window -P -F '#{pane_id}' -t "$session:lab" -c "$workdir")
+    tmux select-pane -t "$pane" -T "frontend-$port"
+    tmux send-keys -t "$pane" "bin/frontend -port $port" Enter
     tmux select-layout -t "$session:lab" tiled >/dev/null
 done
-tmux split-window -t "$session:lab" -c "$workdir"
-tmux select-pane -T cli
+pane=$(tmux split-window -P -F '#{pane_id}' -t "$session:lab" -c "$workdir")
+tmux select-pane -t "$pane" -T cli
 tmux select-layout -t "$session:lab" tiled >/dev/null
-tmux send-keys "# the cli terminal: try  bin/cli -set -key foo -value bar  then  bin/cli -cget -key foo" Enter
-tmux send-keys "# leave with Ctrl-b d (servers keep running); stop all with  tmux kill-session -t $session" Enter
+tmux send-keys -t "$pane" "# the cli terminal: try  bin/cli -set -key foo -value bar  then  bin/cli -cget -key foo" Enter
+tmux send-keys -t "$pane" "# leave with Ctrl-b d (servers keep running); stop all with  tmux kill-session -t $session" Enter
 
 if [ "${GCLAB_TMUX_DETACHED:-0}" = 1 ]; then
     echo "opened tmux session '$session'; attach with 'tmux attach -t $session'"

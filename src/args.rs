@@ -171,6 +171,14 @@ impl FrontendArgs {
     }
 }
 
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err("it must be longer than 0s".to_owned()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn parse_bytes(text: &str) -> Result<u64, String> {
     text.parse::<bytesize::ByteSize>()
         .map(|size| size.as_u64())
@@ -178,6 +186,9 @@ fn parse_bytes(text: &str) -> Result<u64, String> {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "The 2013 walkthrough's spelling works too:\n  \
+    gclab cli -set -key foo -value bar\n  gclab cli -get -key foo\n  \
+    gclab cli -port 9002 -cget -key foo")]
 pub struct CliArgs {
     #[command(subcommand)]
     pub command: CliCommand,
@@ -190,8 +201,10 @@ pub struct CliArgs {
 pub enum CliCommand {
     /// Store a value in the dbserver.
     Set {
+        /// The key: 1 to 250 bytes of UTF-8.
         #[arg(long)]
         key: String,
+        /// The value to store (up to the dbserver's --max-value-bytes).
         #[arg(long)]
         value: String,
         /// The dbserver's address.
@@ -200,6 +213,7 @@ pub enum CliCommand {
     },
     /// Read a value straight from the dbserver (pays its delay every time).
     Get {
+        /// The key: 1 to 250 bytes of UTF-8.
         #[arg(long)]
         key: String,
         /// The dbserver's address.
@@ -208,6 +222,7 @@ pub enum CliCommand {
     },
     /// Read a value through a frontend's cache.
     Cget {
+        /// The key: 1 to 250 bytes of UTF-8.
         #[arg(long)]
         key: String,
         /// The frontend's HTTP port, on 127.0.0.1.
@@ -241,7 +256,7 @@ pub enum CliCommand {
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         concurrency: Option<u32>,
         /// How long to send for.
-        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "10s", value_parser = positive_duration)]
         duration: Duration,
         /// How many distinct keys: key1..keyN.
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
@@ -305,6 +320,8 @@ pub fn normalize(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
         .and_then(|p| p.to_str())
         .map(str::to_owned);
     if let Some(program) = program.filter(|p| PROGRAMS.contains(&p.as_str())) {
+        // `bin/cli …` is `gclab cli …`, and its help and errors should say so.
+        args[0] = "gclab".into();
         args.insert(1, program.into());
     }
 
@@ -377,6 +394,11 @@ fn long_dashes(args: Vec<OsString>, leaf: &clap::Command, parent: &clap::Command
                 value_next = !has_value && flag.get_action().takes_values();
                 out.push(format!("-{text}").into());
             }
+            // An unknown word (`-kye`) becomes `--kye` too, so clap names the whole word, and
+            // suggests `--key`, instead of complaining about `-k`.
+            None if name.len() > 1 && name.chars().all(|c| c.is_ascii_lowercase() || c == '-') => {
+                out.push(format!("-{text}").into());
+            }
             None => out.push(arg),
         }
     }
@@ -397,19 +419,16 @@ mod tests {
 
     #[test]
     fn the_2013_walkthrough_runs_as_typed() {
-        assert_eq!(norm("bin/dbserver"), "bin/dbserver dbserver");
-        assert_eq!(
-            norm("./frontend -port 8001"),
-            "./frontend frontend --port 8001"
-        );
+        assert_eq!(norm("bin/dbserver"), "gclab dbserver");
+        assert_eq!(norm("./frontend -port 8001"), "gclab frontend --port 8001");
         assert_eq!(
             norm("./cli -set -key foo -value bar"),
-            "./cli cli set --key foo --value bar"
+            "gclab cli set --key foo --value bar"
         );
-        assert_eq!(norm("./cli -get -key foo"), "./cli cli get --key foo");
+        assert_eq!(norm("./cli -get -key foo"), "gclab cli get --key foo");
         assert_eq!(
             norm("./cli -port 9002 -cget -key foo"),
-            "./cli cli cget --port 9002 --key foo"
+            "gclab cli cget --port 9002 --key foo"
         );
     }
 
@@ -440,7 +459,9 @@ mod tests {
             "gclab cli set --value -key --key k"
         );
         assert_eq!(norm("gclab cli cget -k foo"), "gclab cli cget -k foo");
-        assert_eq!(norm("gclab dbserver -nope"), "gclab dbserver -nope");
+        // Unknown words get two dashes, so clap's error names them whole.
+        assert_eq!(norm("gclab dbserver -nope"), "gclab dbserver --nope");
+        assert_eq!(norm("gclab cli -cget -kye foo"), "gclab cli cget --kye foo");
     }
 
     #[test]

@@ -228,7 +228,7 @@ fn get_stats(api: Arc<Api>) -> impl Filter<Extract = (impl Reply,), Error = Reje
     warp::path!("stats")
         .and(warp::get())
         .and(with_api(api))
-        .map(|api: Arc<Api>| warp::reply::json(&api.store.stats()))
+        .map(|api: Arc<Api>| http::json(&api.store.stats()))
 }
 
 /// `GET /metrics`

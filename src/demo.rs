@@ -246,15 +246,23 @@ async fn keep(t: &Topology) {
         .map(|i| short(t.http_addr(i)))
         .collect();
     let db = t.db_addr();
-    heading("The topology is still running. In another terminal, try:");
-    println!("  gclab cli cget --port {} --key foo", ports[1]);
-    println!("  gclab cli herd --frontends {} --db {db}", ports.join(","));
+    // The program as it was started (`target/release/gclab` under `cargo run`), so the
+    // commands can be pasted as they are.
+    let gclab = std::env::args()
+        .next()
+        .unwrap_or_else(|| "gclab".to_owned());
+    heading("The topology is still running. In another terminal, from this directory, try:");
+    println!("  {gclab} cli cget --port {} --key foo", ports[1]);
     println!(
-        "  gclab cli bench --frontends {} --db {db} --duration 5s",
+        "  {gclab} cli herd --frontends {} --db {db}",
         ports.join(",")
     );
     println!(
-        "  gclab cli stats --frontends {} --db {db} --watch",
+        "  {gclab} cli bench --frontends {} --db {db} --duration 5s",
+        ports.join(",")
+    );
+    println!(
+        "  {gclab} cli stats --frontends {} --db {db} --watch",
         ports.join(",")
     );
     println!("  curl {}/owner/foo", t.http_addr(0));

@@ -151,7 +151,7 @@ fn get_stats(api: Arc<Api>) -> impl Filter<Extract = (impl Reply,), Error = Reje
     warp::path!("stats")
         .and(warp::get())
         .and(with_api(api))
-        .map(|api: Arc<Api>| warp::reply::json(&api.group.stats()))
+        .map(|api: Arc<Api>| http::json(&api.group.stats()))
 }
 
 /// `GET /owner/{key}`
@@ -204,9 +204,9 @@ async fn cache_get(raw_key: String, api: Arc<Api>) -> Result<warp::reply::Respon
     Ok(reply)
 }
 
-async fn owner_get(raw_key: String, api: Arc<Api>) -> Result<warp::reply::Json, Rejection> {
+async fn owner_get(raw_key: String, api: Arc<Api>) -> Result<warp::reply::Response, Rejection> {
     let key = key::decode(&raw_key).map_err(Problem::bad_key)?;
-    Ok(warp::reply::json(&Ownership {
+    Ok(http::json(&Ownership {
         owner: api.group.owner(&key).to_owned(),
         ranking: api.group.ranking(&key),
         key,

@@ -81,6 +81,19 @@ pub fn no_such_key(message: String) -> warp::reply::Response {
 /// The header on a "no such key" `404`.
 pub const MISSING_KEY: &str = "x-gclab-missing";
 
+/// A JSON reply, ending in a newline so `curl` leaves the shell prompt on a line of its own.
+pub fn json<T: serde::Serialize>(value: &T) -> warp::reply::Response {
+    let mut body =
+        serde_json::to_string(value).expect("our replies are plain data and always serialize");
+    body.push('\n');
+    let mut response = warp::http::Response::new(body).into_response();
+    response.headers_mut().insert(
+        warp::http::header::CONTENT_TYPE,
+        warp::http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
 /// A plain-text reply.
 pub fn text(status: StatusCode, body: String) -> warp::reply::Response {
     warp::reply::with_status(body + "\n", status).into_response()

@@ -1,7 +1,9 @@
 //! `gclab up`: the whole topology in one terminal, like docker-compose.
 //!
 //! Each server is a real child process (this same binary, run as `gclab dbserver` or
-//! `gclab frontend`), so you can `kill -9` one by its pid and watch the others cope. Every
+//! `gclab frontend`), so you can `kill -9` one by its pid and watch the others cope: `up`
+//! reports the death and keeps the rest running. A child that fails on its own (a port in
+//! use at start-up) stops them all, since the topology cannot work without it. Every
 //! line a child prints comes out here prefixed by its coloured name:
 //!
 //! ```text
@@ -36,6 +38,14 @@ struct Started {
     pid: Pid,
     /// Once it has exited its pid may be reused, so it is never signalled again.
     exited: bool,
+    /// Its arguments, to say how to restart it.
+    command: String,
+}
+
+/// How a child ended: `code` is `None` when a signal killed it.
+struct Exit {
+    how: String,
+    code: Option<i32>,
 }
 
 /// Starts the topology and runs until Ctrl-C, SIGTERM, or a child's exit.
@@ -56,10 +66,12 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
         })?;
     let ports: Vec<String> = (args.port..=last).map(|p| p.to_string()).collect();
     let delay = humantime::format_duration(args.delay).to_string();
-    // The frontends' deadlines follow the delay, so `--delay 5s` still loads: a database
-    // read may take the delay plus 2 s, a peer call that read plus 1 s more.
-    let db_timeout = humantime::format_duration(args.delay + Duration::from_secs(2)).to_string();
-    let peer_timeout = humantime::format_duration(args.delay + Duration::from_secs(3)).to_string();
+    // The frontends' default deadlines (2 s for a database read, 3 s for a peer call) suit a
+    // delay up to a second; a longer one gets deadlines that follow it, so `--delay 5s` still
+    // loads: the delay plus 2 s for a read, plus 3 s for a peer call.
+    let slow = args.delay > Duration::from_secs(1);
+    let db_timeout = format!("{}ms", (args.delay + Duration::from_secs(2)).as_millis());
+    let peer_timeout = format!("{}ms", (args.delay + Duration::from_secs(3)).as_millis());
     let data_dir = args.data_dir.to_string_lossy().into_owned();
 
     let mut plan: Vec<(String, Vec<String>)> = vec![(
@@ -85,13 +97,14 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
             &ports.join(","),
             "--db",
             &args.db_addr,
-            "--db-timeout",
-            &db_timeout,
-            "--peer-timeout",
-            &peer_timeout,
         ]
         .map(String::from)
         .to_vec();
+        if slow {
+            argv.extend(
+                ["--db-timeout", &db_timeout, "--peer-timeout", &peer_timeout].map(String::from),
+            );
+        }
         if args.no_singleflight {
             argv.push("--no-singleflight".to_owned());
         }
@@ -103,7 +116,7 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
 
     let stopped = shutdown::signal(); // before any child exists, so no signal goes unheard
     let width = plan.iter().map(|(name, _)| name.len()).max().unwrap_or(8);
-    let (exits, mut exited) = mpsc::unbounded_channel::<(String, String, bool)>();
+    let (exits, mut exited) = mpsc::unbounded_channel::<(String, Exit)>();
     let mut started: Vec<Started> = Vec::new();
     let mut forwarders = Vec::new();
     for (i, (name, argv)) in plan.into_iter().enumerate() {
@@ -146,32 +159,57 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
         let exits = exits.clone();
         let child_name = name.clone();
         tokio::spawn(async move {
-            let (how, ok) = match child.wait().await {
-                Ok(status) => (status.to_string(), status.success()),
-                Err(e) => (format!("could not be waited for: {e}"), false),
+            let exit = match child.wait().await {
+                Ok(status) => Exit {
+                    how: status.to_string(),
+                    code: status.code(),
+                },
+                Err(e) => Exit {
+                    how: format!("could not be waited for: {e}"),
+                    code: Some(-1),
+                },
             };
-            let _ = exits.send((child_name, how, ok));
+            let _ = exits.send((child_name, exit));
         });
         started.push(Started {
             name,
             pid,
             exited: false,
+            command: argv.join(" "),
         });
     }
     drop(exits);
 
+    // Run until Ctrl-C or SIGTERM. A child killed by a signal (`kill -9`, the lab's failure
+    // experiments) is reported and the others keep running; a child that fails on its own (a
+    // port in use at start-up) stops the topology, which cannot work without it.
+    let mut stopped = std::pin::pin!(stopped);
     let mut failed = false;
     let mut running = started.len();
-    tokio::select! {
-        () = stopped => {
-            println!("up: stopping {running} processes");
-        }
-        Some((name, how, ok)) = exited.recv() => {
-            // A clean exit here is usually the same Ctrl-C, noticed through the child first.
-            println!("up: {name} stopped ({how}); stopping the others");
-            failed = !ok;
-            running -= 1;
-            mark_exited(&mut started, &name);
+    while running > 0 {
+        tokio::select! {
+            () = &mut stopped => {
+                println!("up: stopping {running} processes");
+                break;
+            }
+            Some((name, exit)) = exited.recv() => {
+                running -= 1;
+                mark_exited(&mut started, &name);
+                match exit.code {
+                    // Usually the same Ctrl-C, noticed through the child first.
+                    Some(0) => println!("up: {name} stopped ({})", exit.how),
+                    None => {
+                        let command = started.iter().find(|c| c.name == name).map_or("", |c| &c.command);
+                        println!("up: {name} was killed ({}); the others keep running.", exit.how);
+                        println!("up: to bring it back, run in another terminal: gclab {command}");
+                    }
+                    Some(_) => {
+                        println!("up: {name} failed ({}); stopping the others", exit.how);
+                        failed = true;
+                        break;
+                    }
+                }
+            }
         }
     }
     // A Ctrl-C reached every child already; a SIGTERM reached only us. Send it on either way:
@@ -180,11 +218,11 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + GRACE;
     while running > 0 {
         match tokio::time::timeout_at(deadline, exited.recv()).await {
-            Ok(Some((name, how, ok))) => {
+            Ok(Some((name, exit))) => {
                 running -= 1;
-                failed |= !ok;
+                failed |= exit.code != Some(0);
                 mark_exited(&mut started, &name);
-                println!("up: {name} stopped ({how})");
+                println!("up: {name} stopped ({})", exit.how);
             }
             Ok(None) => break,
             Err(_) => {

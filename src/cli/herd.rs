@@ -205,7 +205,7 @@ pub fn render(r: &Report) -> String {
     let frontends: Vec<&str> = r.nodes.iter().map(|n| short(&n.frontend)).collect();
     let _ = writeln!(
         out,
-        "herd: {} cgets of {} fired at once over {} in {:.2} s",
+        "herd: {} cgets of {} fired at once over {}, all answered within {:.2} s",
         r.requests,
         r.key,
         frontends.join(", "),
