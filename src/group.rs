@@ -23,6 +23,7 @@
 //! has for the key, which is how it shares one database read with this node's own clients.)
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -48,6 +49,8 @@ pub struct Group {
     /// The budget over main + hot, in bytes.
     cache_bytes: usize,
     load_group: singleflight::Group<Got, GetError>,
+    /// The longest a load spends asking peers before it loads the key itself.
+    peer_timeout: Duration,
     /// The `--no-singleflight` and `--no-peers` contrast switches.
     use_singleflight: bool,
     use_peers: bool,
@@ -111,6 +114,7 @@ impl Group {
             main_cache: Cache::default(),
             hot_cache: Cache::default(),
             cache_bytes: config.cache_bytes,
+            peer_timeout: config.peer_timeout,
             load_group: singleflight::Group::default(),
             use_singleflight: config.singleflight,
             use_peers: config.use_peers,
@@ -192,9 +196,16 @@ impl Group {
     async fn load_once(&self, key: &str, may_forward: bool) -> Result<Got, GetError> {
         if may_forward && self.use_peers {
             let mut failed_over = false;
+            let started = std::time::Instant::now();
             for peer in self.ring.ranking(key) {
                 if peer == self.me {
                     break; // this node is the owner, or next in line: load it here
+                }
+                if started.elapsed() >= self.peer_timeout {
+                    // Asking peers has used up one peer deadline (a hung owner, say): load it
+                    // here rather than wait on the next peer too, so the client's request
+                    // deadline (peer + dbserver) still holds.
+                    break;
                 }
                 if self.peers.backing_off(peer) {
                     // Skipped without a call: it failed moments ago (see `Peers`).

@@ -121,15 +121,7 @@ async fn killing_a_keys_owner_mid_herd_costs_no_client_errors_and_at_most_two_da
 #[tokio::test(flavor = "multi_thread")]
 async fn a_peer_that_accepts_but_never_answers_costs_one_deadline_then_is_skipped() {
     let topology = common::start(1, Duration::ZERO, |_| {}).await;
-    // A "peer" that accepts connections and never says a word.
-    let hung = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hung_addr = hung.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((stream, _)) = hung.accept().await {
-            held.push(stream);
-        }
-    });
+    let hung_addr = hung_peer().await;
     let peer_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let me = peer_listener.local_addr().unwrap().to_string();
@@ -183,6 +175,71 @@ async fn a_peer_that_accepts_but_never_answers_costs_one_deadline_then_is_skippe
     );
     assert_eq!(stats.failovers, 10, "{stats:?}");
     assert_eq!(stats.local_loads, 10);
+}
+
+/// A "peer" that accepts connections and never says a word; returns its address.
+async fn hung_peer() -> String {
+    let hung = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = hung.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = hung.accept().await {
+            held.push(stream);
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_load_spends_at_most_one_peer_deadline_even_with_two_hung_peers_ahead() {
+    let topology = common::start(1, Duration::ZERO, |_| {}).await;
+    let (hung1, hung2) = (hung_peer().await, hung_peer().await);
+    let peer_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let me = peer_listener.local_addr().unwrap().to_string();
+    let http = http_listener.local_addr().unwrap().to_string();
+    let config = Config {
+        me: me.clone(),
+        peers: vec![me.clone(), hung1, hung2],
+        db_addr: topology.db_addr().to_owned(),
+        cache_bytes: 1 << 20,
+        db_timeout: Duration::from_millis(200),
+        peer_timeout: Duration::from_millis(300),
+        singleflight: true,
+        use_peers: true,
+        client_timeout: TIMEOUT,
+    };
+    tokio::spawn(frontend::run(
+        peer_listener,
+        http_listener,
+        config,
+        std::future::pending(),
+    ));
+    let node = FrontendClient::new(&http, TIMEOUT);
+    // A key both hung peers rank ahead of this node.
+    let mut key = String::new();
+    for i in 0.. {
+        key = format!("k{i}");
+        if node.owner(&key).await.unwrap().ranking.last() == Some(&me) {
+            break;
+        }
+    }
+    topology
+        .db
+        .set(&key, Bytes::from_static(b"v"))
+        .await
+        .unwrap();
+    let got = node.cget(&key).await.unwrap().unwrap();
+    assert_eq!(
+        (got.value, got.source.as_str()),
+        (Bytes::from_static(b"v"), "db")
+    );
+    let stats = node.stats().await.unwrap();
+    assert_eq!(
+        stats.peer_errors, 1,
+        "the second hung peer was never called: {stats:?}"
+    );
+    assert_eq!(stats.failovers, 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
