@@ -102,20 +102,29 @@ async fn killing_a_keys_owner_mid_herd_costs_no_client_errors_and_at_most_two_da
     assert_eq!(report["wrong_values"], 0, "{report}");
     let reads = db.stats().await.unwrap().gets - before;
     assert!(reads <= 2, "the key was read {reads} times: {report}");
-    // The next in line took over, and said so once.
+    // The next in line loaded the key itself (it may never have asked the dead owner: a
+    // peer's ask can start its flight first, and a peer's ask is loaded on the spot).
     let next = usize::from(port_of(&ranking[1]) - base);
     let next_stats = FrontendClient::new(&frontends[next].addr, TIMEOUT)
         .stats()
         .await
         .unwrap();
-    assert!(next_stats.failovers >= 1, "{next_stats:?}");
-    let log = frontends[next].log();
-    assert_eq!(
-        log.matches("is unreachable; its keys go to the next in line")
-            .count(),
-        1,
-        "{log}"
-    );
+    assert_eq!(next_stats.local_loads, 1, "{next_stats:?}");
+    // Whoever found the owner dead failed over, and said so once per node.
+    let mut failovers = 0;
+    for i in (0..3).filter(|i| *i != owner) {
+        let stats = FrontendClient::new(&frontends[i].addr, TIMEOUT)
+            .stats()
+            .await
+            .unwrap();
+        failovers += stats.failovers;
+        let log = frontends[i].log();
+        let said = log
+            .matches("is unreachable; its keys go to the next in line")
+            .count();
+        assert!(said <= 1, "said {said} times:\n{log}");
+    }
+    assert!(failovers >= 1, "nobody failed over");
 }
 
 #[tokio::test(flavor = "multi_thread")]
