@@ -131,28 +131,7 @@ async fn killing_a_keys_owner_mid_herd_costs_no_client_errors_and_at_most_two_da
 async fn a_peer_that_accepts_but_never_answers_costs_one_deadline_then_is_skipped() {
     let topology = common::start(1, Duration::ZERO, |_| {}).await;
     let hung_addr = hung_peer().await;
-    let peer_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let http_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let me = peer_listener.local_addr().unwrap().to_string();
-    let http = http_listener.local_addr().unwrap().to_string();
-    let config = Config {
-        me: me.clone(),
-        peers: vec![me, hung_addr.clone()],
-        db_addr: topology.db_addr().to_owned(),
-        cache_bytes: 1 << 20,
-        db_timeout: Duration::from_millis(200),
-        peer_timeout: Duration::from_millis(300),
-        singleflight: true,
-        use_peers: true,
-        client_timeout: TIMEOUT,
-    };
-    tokio::spawn(frontend::run(
-        peer_listener,
-        http_listener,
-        config,
-        std::future::pending(),
-    ));
-    let node = FrontendClient::new(&http, TIMEOUT);
+    let (_, node) = frontend_among(topology.db_addr(), std::slice::from_ref(&hung_addr)).await;
 
     // Ten keys the hung peer owns, each in the dbserver.
     let mut keys = Vec::new();
@@ -186,6 +165,35 @@ async fn a_peer_that_accepts_but_never_answers_costs_one_deadline_then_is_skippe
     assert_eq!(stats.local_loads, 10);
 }
 
+/// An in-process frontend whose peers are itself and `others`, with short deadlines
+/// (dbserver 200 ms, peers 300 ms); returns its peer address and a client for its API.
+async fn frontend_among(db: &str, others: &[String]) -> (String, FrontendClient) {
+    let peer_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let me = peer_listener.local_addr().unwrap().to_string();
+    let http = http_listener.local_addr().unwrap().to_string();
+    let config = Config {
+        me: me.clone(),
+        peers: std::iter::once(me.clone())
+            .chain(others.iter().cloned())
+            .collect(),
+        db_addr: db.to_owned(),
+        cache_bytes: 1 << 20,
+        db_timeout: Duration::from_millis(200),
+        peer_timeout: Duration::from_millis(300),
+        singleflight: true,
+        use_peers: true,
+        client_timeout: TIMEOUT,
+    };
+    tokio::spawn(frontend::run(
+        peer_listener,
+        http_listener,
+        config,
+        std::future::pending(),
+    ));
+    (me, FrontendClient::new(&http, TIMEOUT))
+}
+
 /// A "peer" that accepts connections and never says a word; returns its address.
 async fn hung_peer() -> String {
     let hung = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -203,28 +211,7 @@ async fn hung_peer() -> String {
 async fn a_load_spends_at_most_one_peer_deadline_even_with_two_hung_peers_ahead() {
     let topology = common::start(1, Duration::ZERO, |_| {}).await;
     let (hung1, hung2) = (hung_peer().await, hung_peer().await);
-    let peer_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let http_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let me = peer_listener.local_addr().unwrap().to_string();
-    let http = http_listener.local_addr().unwrap().to_string();
-    let config = Config {
-        me: me.clone(),
-        peers: vec![me.clone(), hung1, hung2],
-        db_addr: topology.db_addr().to_owned(),
-        cache_bytes: 1 << 20,
-        db_timeout: Duration::from_millis(200),
-        peer_timeout: Duration::from_millis(300),
-        singleflight: true,
-        use_peers: true,
-        client_timeout: TIMEOUT,
-    };
-    tokio::spawn(frontend::run(
-        peer_listener,
-        http_listener,
-        config,
-        std::future::pending(),
-    ));
-    let node = FrontendClient::new(&http, TIMEOUT);
+    let (me, node) = frontend_among(topology.db_addr(), &[hung1, hung2]).await;
     // A key both hung peers rank ahead of this node.
     let mut key = String::new();
     for i in 0.. {
