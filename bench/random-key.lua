@@ -1,16 +1,16 @@
 -- random-key.lua: a wrk script that asks for random keys from a list, `GET /cache/{key}`.
 --
---   wrk -t2 -c32 -d10s --latency -s bench/random-key.lua http://127.0.0.1:19001 -- KEYFILE
+--   wrk -t1 -c32 -d10s -s bench/random-key.lua http://127.0.0.1:19001 -- KEYFILE
 --
--- KEYFILE holds one key per line. `bench/run.sh` writes two of them: the keys that the
--- frontend under test owns (every answer a main-cache hit) and the keys another frontend
--- owns (answered from the hot cache, or by asking the owner). nginx gets the same script
--- and the same paths, so both servers see requests of the same shape.
+-- KEYFILE holds one key per line. `bench/hits.sh` writes two of them: keys that the
+-- frontend under test owns (every answer a main-cache hit) and keys another frontend owns
+-- that it put in its hot cache. nginx gets the same script and the same paths, so both
+-- servers see requests of the same shape.
 --
--- At the end, `done` prints one line that a shell can parse without guessing at wrk's
--- human-readable units ("1.23ms", "45.6k"):
+-- At the end, `done` prints one line of JSON, so no one has to parse wrk's human-readable
+-- units ("1.23ms", "45.6k"):
 --
---   RESULT requests=1065234 seconds=10.00 rps=106489.1 p50_us=198 p99_us=2960 max_us=15012 errors=0
+--   RESULT {"requests":1065234,"seconds":10.00,"rps":106489.1,"p50_us":198,"p99_us":2960,"max_us":15012,"errors":0}
 --
 -- wrk runs a separate Lua state per thread: `setup` runs in the main state once per thread,
 -- `init` and `request` in each thread's own state, `done` in the main state at the end.
@@ -55,7 +55,7 @@ function done(summary, latency, _)
   local e = summary.errors
   local seconds = summary.duration / 1e6
   io.write(string.format(
-    "RESULT requests=%d seconds=%.2f rps=%.1f p50_us=%d p99_us=%d max_us=%d errors=%d\n",
+    'RESULT {"requests":%d,"seconds":%.2f,"rps":%.1f,"p50_us":%d,"p99_us":%d,"max_us":%d,"errors":%d}\n',
     summary.requests, seconds, summary.requests / seconds,
     latency:percentile(50), latency:percentile(99), latency.max,
     -- status: answers that were not 2xx/3xx, e.g. a 404 because a key was missing.

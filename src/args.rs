@@ -1,15 +1,12 @@
-//! The command line: `gclab dbserver | frontend | cli`, and the 2013 walkthrough's spelling.
+//! The command line: `gclab dbserver | frontend | cli | demo | up`, as clap definitions.
 //!
-//! The doc comments below are the `--help` text. [`normalize`] lets the original commands
-//! run as typed: `./cli -port 9002 -cget -key foo` becomes `gclab cli cget --port 9002
-//! --key foo` before clap sees it. It reads the flag names from the clap definition, so
-//! the two can never drift apart.
+//! The doc comments below are the `--help` text. The 2013 walkthrough's spelling
+//! (`./cli -port 9002 -cget -key foo`) is translated into this one by [`crate::go_style`].
 
-use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, CommandFactory, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 /// A teaching lab: a slow database, three groupcache peers, and a cli to watch them.
 #[derive(Debug, Parser)]
@@ -66,6 +63,9 @@ pub struct UpArgs {
     /// Start the frontends with --no-peers.
     #[arg(long)]
     pub no_peers: bool,
+    /// Start the frontends with --quiet-hits: loads are logged, each request and hit not.
+    #[arg(long)]
+    pub quiet_hits: bool,
 }
 
 #[derive(Debug, Args)]
@@ -125,6 +125,10 @@ pub struct FrontendArgs {
     /// Contrast switch: never ask a peer; every node loads every key itself.
     #[arg(long)]
     pub no_peers: bool,
+    /// Leave out the lines every request prints ("cli asked for foo", "foo found in the
+    /// main cache"), keeping the loads: database and peer lines, and warnings.
+    #[arg(long)]
+    pub quiet_hits: bool,
 }
 
 impl DbserverArgs {
@@ -155,17 +159,19 @@ impl FrontendArgs {
             })?,
         };
         let config = crate::frontend::Config {
-            me: std::net::SocketAddr::new(self.bind, self.port).to_string(),
-            peers: self.peers.iter().map(|p| address(p)).collect(),
-            db_addr: address(&self.db),
-            cache_bytes: usize::try_from(self.cache_bytes).unwrap_or(usize::MAX),
-            db_timeout: self.db_timeout,
-            peer_timeout: self.peer_timeout,
-            singleflight: !self.no_singleflight,
-            use_peers: !self.no_peers,
+            group: crate::group::Config {
+                me: std::net::SocketAddr::new(self.bind, self.port).to_string(),
+                peers: self.peers.iter().map(|p| address(p)).collect(),
+                db_addr: address(&self.db),
+                cache_bytes: usize::try_from(self.cache_bytes).unwrap_or(usize::MAX),
+                db_timeout: self.db_timeout,
+                peer_timeout: self.peer_timeout,
+                singleflight: !self.no_singleflight,
+                use_peers: !self.no_peers,
+            },
             client_timeout: self.client_timeout,
         };
-        config.validate().map_err(|e| e.to_string())?;
+        config.group.validate().map_err(|e| e.to_string())?;
         let http_addr = std::net::SocketAddr::new(self.bind, http_port).to_string();
         Ok((config, http_addr))
     }
@@ -204,9 +210,18 @@ pub enum CliCommand {
         /// The key: 1 to 250 bytes of UTF-8.
         #[arg(long)]
         key: String,
-        /// The value to store (up to the dbserver's --max-value-bytes).
+        /// The value to store (up to the dbserver's --max-value-bytes); `-` reads it from
+        /// stdin.
+        #[arg(
+            long,
+            required_unless_present = "value_file",
+            conflicts_with = "value_file"
+        )]
+        value: Option<String>,
+        /// Read the value from this file instead: the way to store more than the ~128 KiB
+        /// that one command-line argument can carry.
         #[arg(long)]
-        value: String,
+        value_file: Option<PathBuf>,
         /// The dbserver's address.
         #[arg(long, default_value = "127.0.0.1:8080")]
         db: String,
@@ -282,6 +297,9 @@ pub enum CliCommand {
         /// Redraw the table every second, until Ctrl-C.
         #[arg(long)]
         watch: bool,
+        /// A row per node instead of a column per node (wider than 80 columns).
+        #[arg(long)]
+        wide: bool,
     },
 }
 
@@ -303,183 +321,10 @@ pub fn address(text: &str) -> String {
     }
 }
 
-/// The programs `build.sh` links to `gclab`; each runs the subcommand of its name.
-const PROGRAMS: [&str; 3] = ["dbserver", "frontend", "cli"];
-
-/// Rewrites the original walkthrough's command lines into this one's:
-/// - program name: `bin/cli …` runs as `gclab cli …`;
-/// - the cli's action flags: `-cget`, wherever it stands, becomes the `cget` subcommand;
-/// - single-dash long flags, as Go's `flag` package spells them: `-key foo` → `--key foo`,
-///   `-key=foo` → `--key=foo`. Only names the command really has are rewritten, and the
-///   value after a flag is never touched, so `-value -x` keeps its value `-x`.
-pub fn normalize(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
-    let mut args: Vec<OsString> = args.into_iter().collect();
-    let program = args
-        .first()
-        .and_then(|p| Path::new(p).file_name())
-        .and_then(|p| p.to_str())
-        .map(str::to_owned);
-    if let Some(program) = program.filter(|p| PROGRAMS.contains(&p.as_str())) {
-        // `bin/cli …` is `gclab cli …`, and its help and errors should say so.
-        args[0] = "gclab".into();
-        args.insert(1, program.into());
-    }
-
-    let mut root = Gclab::command();
-    root.build();
-    let Some(sub) = args
-        .get(1)
-        .and_then(|a| a.to_str())
-        .and_then(|name| root.find_subcommand(name))
-    else {
-        return args;
-    };
-    let mut rest = args.split_off(2);
-    let mut leaf = sub;
-    if sub.has_subcommands() {
-        let action = rest.iter().position(|arg| {
-            arg.to_str()
-                .map(|a| a.trim_start_matches('-'))
-                .is_some_and(|name| sub.find_subcommand(name).is_some())
-        });
-        if let Some(at) = action {
-            let name = rest.remove(at);
-            let name = name
-                .to_str()
-                .expect("matched as UTF-8 above")
-                .trim_start_matches('-');
-            leaf = sub.find_subcommand(name).expect("found above");
-            args.push(name.into());
-        }
-    }
-    args.extend(long_dashes(rest, leaf, sub));
-    args
-}
-
-/// `-name` → `--name` for the long flags of `leaf` and the global flags of `parent`.
-fn long_dashes(args: Vec<OsString>, leaf: &clap::Command, parent: &clap::Command) -> Vec<OsString> {
-    let flags: Vec<&clap::Arg> = leaf
-        .get_arguments()
-        .chain(parent.get_arguments().filter(|a| a.is_global_set()))
-        .collect();
-    let mut out = Vec::with_capacity(args.len());
-    let mut value_next = false;
-    for arg in args {
-        if std::mem::take(&mut value_next) {
-            out.push(arg);
-            continue;
-        }
-        let Some(text) = arg
-            .to_str()
-            .filter(|t| t.starts_with('-') && !t.starts_with("--"))
-        else {
-            // `--name` and positionals: a `--name` flag without `=` takes the next arg.
-            if let Some(name) = arg.to_str().and_then(|t| t.strip_prefix("--")) {
-                value_next = flags
-                    .iter()
-                    .any(|f| f.get_long() == Some(name) && f.get_action().takes_values());
-            }
-            out.push(arg);
-            continue;
-        };
-        let (name, has_value) = match text[1..].split_once('=') {
-            Some((name, _)) => (name, true),
-            None => (&text[1..], false),
-        };
-        match flags
-            .iter()
-            .find(|f| name.len() > 1 && f.get_long() == Some(name))
-        {
-            Some(flag) => {
-                value_next = !has_value && flag.get_action().takes_values();
-                out.push(format!("-{text}").into());
-            }
-            // An unknown word (`-kye`) becomes `--kye` too, so clap names the whole word, and
-            // suggests `--key`, instead of complaining about `-k`.
-            None if name.len() > 1 && name.chars().all(|c| c.is_ascii_lowercase() || c == '-') => {
-                out.push(format!("-{text}").into());
-            }
-            None => out.push(arg),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn norm(line: &str) -> String {
-        normalize(line.split(' ').map(OsString::from))
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
-
-    #[test]
-    fn the_2013_walkthrough_runs_as_typed() {
-        assert_eq!(norm("bin/dbserver"), "gclab dbserver");
-        assert_eq!(norm("./frontend -port 8001"), "gclab frontend --port 8001");
-        assert_eq!(
-            norm("./cli -set -key foo -value bar"),
-            "gclab cli set --key foo --value bar"
-        );
-        assert_eq!(norm("./cli -get -key foo"), "gclab cli get --key foo");
-        assert_eq!(
-            norm("./cli -port 9002 -cget -key foo"),
-            "gclab cli cget --port 9002 --key foo"
-        );
-    }
-
-    #[test]
-    fn gclab_takes_go_style_flags_too() {
-        assert_eq!(
-            norm("gclab cli -port 9002 -cget -key foo"),
-            "gclab cli cget --port 9002 --key foo"
-        );
-        assert_eq!(
-            norm("gclab frontend -port 8001"),
-            "gclab frontend --port 8001"
-        );
-        assert_eq!(
-            norm("gclab cli cget -key=foo -json"),
-            "gclab cli cget --key=foo --json"
-        );
-    }
-
-    #[test]
-    fn values_and_unknown_flags_are_left_alone() {
-        assert_eq!(
-            norm("gclab cli -set -key k -value -port"),
-            "gclab cli set --key k --value -port"
-        );
-        assert_eq!(
-            norm("gclab cli set --value -key --key k"),
-            "gclab cli set --value -key --key k"
-        );
-        assert_eq!(norm("gclab cli cget -k foo"), "gclab cli cget -k foo");
-        // Unknown words get two dashes, so clap's error names them whole.
-        assert_eq!(norm("gclab dbserver -nope"), "gclab dbserver --nope");
-        assert_eq!(norm("gclab cli -cget -kye foo"), "gclab cli cget --kye foo");
-    }
-
-    #[test]
-    fn the_normalized_walkthrough_parses() {
-        let parsed = Gclab::try_parse_from(normalize(
-            "./cli -port 9002 -cget -key foo"
-                .split(' ')
-                .map(OsString::from),
-        ))
-        .unwrap();
-        match parsed.command {
-            Command::Cli(CliArgs {
-                command: CliCommand::Cget { key, port, .. },
-                ..
-            }) => assert_eq!((key.as_str(), port), ("foo", 9002)),
-            other => panic!("parsed as {other:?}"),
-        }
-    }
+    use clap::CommandFactory;
 
     #[test]
     fn the_help_text_is_well_formed() {

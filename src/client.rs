@@ -1,18 +1,35 @@
 //! HTTP clients for the lab's two HTTP servers: the dbserver and a frontend's client API.
 //!
 //! A frontend uses [`DbClient`] to load keys it owns; the cli uses both. Each client holds
-//! one `reqwest::Client`, which pools and reuses connections. The 2013 original opened a
-//! new connection for every database load and never closed it, and stopped working after
-//! about 20,000 loads; a pool makes that impossible.
+//! one pooled hyper client, which reuses connections. The 2013 original opened a new
+//! connection for every database load and never closed it, and stopped working after about
+//! 20,000 loads; a pool makes that impossible.
+//!
+//! Only a real answer from the right server is ever read as data:
+//! - every answer must carry our `server` header (`gclab-dbserver` or `gclab-frontend`), so
+//!   an address that reaches nginx, an old program or the other kind of gclab server is an
+//!   error that names what it reached, never a value;
+//! - then a 2xx is the value, a `404` marked [`MISSING_KEY`] is "no such key", and every
+//!   other status is an error with its status and server named.
+//!
+//! hyper's client, not reqwest: reqwest parses every URL by the WHATWG rules, which remove
+//! `.` and `..` path segments (and `%2E%2E` with them), so the valid keys `.` and `..`
+//! could not be asked for at all, and `/cache/..` quietly became `/`. hyper sends the path
+//! exactly as [`key::encode`] wrote it.
 //!
 //! Every error says what failed, where, and what to do next.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use reqwest::StatusCode;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::header::{HeaderMap, SERVER};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde::{Deserialize, Serialize};
 
+use crate::http::MISSING_KEY;
 use crate::key;
 use crate::stats::{DbStats, NodeStats};
 
@@ -20,12 +37,20 @@ use crate::stats::{DbStats, NodeStats};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientError {
     /// Nothing answered: the server is not running, or not at that address.
-    #[error("cannot reach {server} at {addr} ({reason}) — is '{hint}' running?")]
+    #[error("cannot reach {server} at {addr} ({reason}) — {hint}")]
     Unreachable {
         server: Server,
         addr: String,
         reason: String,
         hint: String,
+    },
+    /// Something answered, but it is not the kind of server we meant to ask.
+    #[error("{addr} is {found}, not {} — {advice}", .expected.article())]
+    WrongServer {
+        expected: Server,
+        addr: String,
+        found: String,
+        advice: String,
     },
     /// The server accepted the call but did not answer in time.
     #[error("{server} at {addr} did not answer within {}", humantime::format_duration(*.after))]
@@ -52,11 +77,49 @@ pub enum ClientError {
     },
 }
 
-/// Which kind of server a client talks to, for messages.
+/// Which kind of server a client talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Server {
     Dbserver,
     Frontend,
+}
+
+impl Server {
+    /// What our servers put in the `server` header of every answer.
+    pub fn header(self) -> &'static str {
+        match self {
+            Server::Dbserver => "gclab-dbserver",
+            Server::Frontend => "gclab-frontend",
+        }
+    }
+
+    /// The kind of gclab server that sent these headers, if any.
+    fn of(headers: &HeaderMap) -> Option<Server> {
+        match headers.get(SERVER)?.as_bytes() {
+            b"gclab-dbserver" => Some(Server::Dbserver),
+            b"gclab-frontend" => Some(Server::Frontend),
+            _ => None,
+        }
+    }
+
+    fn article(self) -> &'static str {
+        match self {
+            Server::Dbserver => "the dbserver",
+            Server::Frontend => "a frontend",
+        }
+    }
+
+    /// Where this kind of server is found, for a person who pointed a flag elsewhere.
+    fn whereabouts(self) -> &'static str {
+        match self {
+            Server::Dbserver => {
+                "point --db at the dbserver (127.0.0.1:8080 unless it was started with --addr)"
+            }
+            Server::Frontend => {
+                "a frontend serves clients on its --port + 1000 (9001, 9002 and 9003 in the lab)"
+            }
+        }
+    }
 }
 
 impl std::fmt::Display for Server {
@@ -71,26 +134,36 @@ impl std::fmt::Display for Server {
 /// Connections are local in this lab; a connect that takes longer than this is not coming.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// The largest answer body read. Our servers' bodies are bounded by `--max-value-bytes`
+/// (1 MiB by default); this only stops something else from filling our memory.
+const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+
 /// One pooled HTTP client bound to one server address.
 #[derive(Clone)]
 struct Endpoint {
-    http: reqwest::Client,
+    http: Client<HttpConnector, Full<Bytes>>,
     server: Server,
     addr: String,
     timeout: Duration,
 }
 
+/// A whole answer from the server we meant to ask.
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
 impl Endpoint {
     fn new(server: Server, addr: &str, timeout: Duration) -> Self {
-        let http = reqwest::Client::builder()
-            // Without TCP_NODELAY a small request can wait ~40 ms for a delayed ACK.
-            .tcp_nodelay(true)
-            .connect_timeout(CONNECT_TIMEOUT.min(timeout))
-            .timeout(timeout)
-            // Our servers are on this machine: an `http_proxy` variable must not reroute them.
-            .no_proxy()
-            .build()
-            .expect("a client with no TLS and no proxy has nothing that can fail to build");
+        let mut connector = HttpConnector::new();
+        // Without TCP_NODELAY a small request can wait ~40 ms for a delayed ACK.
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT.min(timeout)));
+        let http = Client::builder(TokioExecutor::new())
+            // The timer closes pooled connections that sat idle, instead of keeping them forever.
+            .pool_timer(TokioTimer::new())
+            .build(connector);
         Endpoint {
             http,
             server,
@@ -99,22 +172,62 @@ impl Endpoint {
         }
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+    /// Sends one request and reads the whole answer, within the client's deadline.
+    async fn call(&self, method: Method, path: &str, body: Bytes) -> Result<Answer, ClientError> {
+        let request = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.addr))
+            .body(Full::new(body))
+            .map_err(|e| ClientError::Unreachable {
+                server: self.server,
+                addr: self.addr.clone(),
+                reason: format!("not a host:port: {e}"),
+                hint: "give an address like 127.0.0.1:9001".to_owned(),
+            })?;
+        match tokio::time::timeout(self.timeout, self.exchange(request)).await {
+            Ok(answer) => answer,
+            Err(_) => Err(ClientError::Timeout {
+                server: self.server,
+                addr: self.addr.clone(),
+                after: self.timeout,
+            }),
+        }
     }
 
-    /// Sends a request and sorts its failure into a [`ClientError`]. 404 is not an error
-    /// here: callers decide what "not found" means.
-    async fn send(
-        &self,
-        request: reqwest::RequestBuilder,
-    ) -> Result<reqwest::Response, ClientError> {
-        let response = request.send().await.map_err(|e| self.transport_error(&e))?;
-        let status = response.status();
-        if status.is_success() || status == StatusCode::NOT_FOUND {
-            return Ok(response);
+    async fn exchange(&self, request: Request<Full<Bytes>>) -> Result<Answer, ClientError> {
+        let response = self
+            .http
+            .request(request)
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        let (parts, body) = response.into_parts();
+        // Who answered is checked before the body is read: a stranger's body is never data.
+        let reached = Server::of(&parts.headers);
+        if reached != Some(self.server) {
+            return Err(self.wrong_server(reached, parts.status, &parts.headers));
         }
-        let message = response.text().await.unwrap_or_default().trim().to_owned();
+        let body = Limited::new(body, MAX_ANSWER_BYTES)
+            .collect()
+            .await
+            .map_err(|e| self.failed(parts.status, format!("its answer broke off: {e}")))?
+            .to_bytes();
+        Ok(Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+
+    /// A 2xx answer, or `None` for "no such key"; every other status is an error.
+    fn sort(&self, answer: Answer) -> Result<Option<Answer>, ClientError> {
+        let status = answer.status;
+        if status.is_success() {
+            return Ok(Some(answer));
+        }
+        if status == StatusCode::NOT_FOUND && answer.headers.contains_key(MISSING_KEY) {
+            return Ok(None);
+        }
+        let message = String::from_utf8_lossy(&answer.body).trim().to_owned();
         let (server, addr, status) = (self.server, self.addr.clone(), status.as_u16());
         Err(if (400..500).contains(&status) {
             ClientError::Refused {
@@ -133,50 +246,114 @@ impl Endpoint {
         })
     }
 
-    async fn body(&self, response: reqwest::Response) -> Result<Bytes, ClientError> {
-        response.bytes().await.map_err(|e| self.transport_error(&e))
+    /// `sort`, where "no such key" cannot be the answer (stats, sets).
+    async fn call_for(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<Answer, ClientError> {
+        let answer = self.call(method, path, body).await?;
+        let status = answer.status;
+        self.sort(answer)?
+            .ok_or_else(|| self.failed(status, format!("it has no {path}")))
     }
 
-    fn transport_error(&self, error: &reqwest::Error) -> ClientError {
-        if error.is_timeout() {
-            return ClientError::Timeout {
-                server: self.server,
-                addr: self.addr.clone(),
-                after: self.timeout,
-            };
-        }
-        ClientError::Unreachable {
+    async fn json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let answer = self.call_for(Method::GET, path, Bytes::new()).await?;
+        serde_json::from_slice(&answer.body).map_err(|e| {
+            self.failed(
+                answer.status,
+                format!("but its answer to {path} is unreadable: {e}"),
+            )
+        })
+    }
+
+    fn failed(&self, status: StatusCode, message: String) -> ClientError {
+        ClientError::Failed {
             server: self.server,
             addr: self.addr.clone(),
-            reason: root_cause(error),
-            hint: self.start_hint(),
+            status: status.as_u16(),
+            message,
         }
     }
 
-    /// The command that would start the missing server.
+    fn wrong_server(
+        &self,
+        reached: Option<Server>,
+        status: StatusCode,
+        headers: &HeaderMap,
+    ) -> ClientError {
+        let found = match reached {
+            Some(Server::Dbserver) => "the gclab dbserver".to_owned(),
+            Some(Server::Frontend) => "a gclab frontend".to_owned(),
+            None => {
+                let said = match headers.get(SERVER).and_then(|v| v.to_str().ok()) {
+                    Some(name) => format!(", from a server calling itself '{name}'"),
+                    None => String::new(),
+                };
+                format!("not a gclab server (it answered {status}{said})")
+            }
+        };
+        ClientError::WrongServer {
+            expected: self.server,
+            addr: self.addr.clone(),
+            found,
+            advice: self.server.whereabouts().to_owned(),
+        }
+    }
+
+    fn transport_error(&self, error: &hyper_util::client::legacy::Error) -> ClientError {
+        let (server, addr) = (self.server, self.addr.clone());
+        if error.is_connect() {
+            return ClientError::Unreachable {
+                server,
+                addr,
+                reason: root_cause(error),
+                hint: self.start_hint(),
+            };
+        }
+        // It accepted the connection, then closed it (or sent something) without an HTTP
+        // answer: a crashed server, or a port that speaks something else. A frontend's peer
+        // port is the likely one in this lab, since every log line names it.
+        let port = self.port().unwrap_or(0);
+        ClientError::WrongServer {
+            expected: server,
+            addr,
+            found: format!("not answering HTTP ({})", root_cause(error)),
+            advice: format!(
+                "if {port} is a frontend's peer (tarpc) port, its clients use {}; {}",
+                port.saturating_add(1000),
+                self.server.whereabouts()
+            ),
+        }
+    }
+
+    fn port(&self) -> Option<u16> {
+        self.addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok())
+    }
+
+    /// What to check, or the command that would start the missing server.
     fn start_hint(&self) -> String {
-        match self.server {
-            Server::Dbserver => "gclab dbserver".to_owned(),
-            Server::Frontend => match self
-                .addr
-                .rsplit_once(':')
-                .and_then(|(_, p)| p.parse::<u16>().ok())
-            {
-                Some(port) if port > 1000 => format!("gclab frontend --port {}", port - 1000),
-                _ => "gclab frontend".to_owned(),
-            },
+        match (self.server, self.port()) {
+            (Server::Dbserver, _) => "is 'gclab dbserver' running?".to_owned(),
+            // The lab's peer ports are 8001.. and their clients' ports 9001..: a cli pointed
+            // at 8001 most likely meant 9001, not a frontend started with --port 7001.
+            (Server::Frontend, Some(port @ 8000..=8999)) => format!(
+                "{port} is where the lab's frontends listen for peers (tarpc); clients use \
+                 port + 1000, e.g. --port {}",
+                port + 1000
+            ),
+            (Server::Frontend, Some(port)) if port > 1000 => {
+                format!("is 'gclab frontend --port {}' running?", port - 1000)
+            }
+            (Server::Frontend, _) => "is 'gclab frontend' running?".to_owned(),
         }
     }
-}
-
-/// Whether a response is the servers' "no such key" (a marked 404).
-fn missing_key(response: &reqwest::Response) -> bool {
-    response.status() == StatusCode::NOT_FOUND
-        && response.headers().contains_key(crate::http::MISSING_KEY)
 }
 
 /// The innermost cause of an error, e.g. "connection refused", which is what a person can
-/// act on; reqwest's own message ("error sending request for url …") is not.
+/// act on; hyper's own outer message ("client error (Connect)") is not.
 fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
     let mut cause = error;
     while let Some(next) = cause.source() {
@@ -205,17 +382,14 @@ impl DbClient {
     /// The value of `key`, or `None` if the dbserver has no such key.
     pub async fn get(&self, key: &str) -> Result<Option<Bytes>, ClientError> {
         let e = &self.endpoint;
-        let response = e.send(e.http.get(e.url(&kv_path(key)))).await?;
-        if missing_key(&response) {
-            return Ok(None);
-        }
-        e.body(response).await.map(Some)
+        let answer = e.call(Method::GET, &kv_path(key), Bytes::new()).await?;
+        Ok(e.sort(answer)?.map(|a| a.body))
     }
 
     /// Stores `value` under `key`; returns once the dbserver has flushed it to disk.
     pub async fn set(&self, key: &str, value: Bytes) -> Result<(), ClientError> {
         let e = &self.endpoint;
-        e.send(e.http.put(e.url(&kv_path(key))).body(value)).await?;
+        e.call_for(Method::PUT, &kv_path(key), value).await?;
         Ok(())
     }
 
@@ -253,6 +427,15 @@ pub struct Ownership {
     pub owner: String,
     /// Every peer, best first.
     pub ranking: Vec<String>,
+    /// Every peer's score for the key, best first: how the ranking was made.
+    pub scores: Vec<PeerScore>,
+}
+
+/// One peer's rendezvous score for a key, as 16 hex digits (a `u64`): the highest wins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerScore {
+    pub peer: String,
+    pub score: String,
 }
 
 /// Talks to a frontend's client API: `GET /cache/{key}`, `/stats`, `/owner/{key}`.
@@ -272,30 +455,23 @@ impl FrontendClient {
     /// The value of `key` through the cache, or `None` if the dbserver has no such key.
     pub async fn cget(&self, key: &str) -> Result<Option<Cached>, ClientError> {
         let e = &self.endpoint;
-        let url = e.url(&format!("/cache/{}", key::encode(key)));
-        let response = e.send(e.http.get(url)).await?;
-        if missing_key(&response) {
+        let path = format!("/cache/{}", key::encode(key));
+        let Some(answer) = e.sort(e.call(Method::GET, &path, Bytes::new()).await?)? else {
             return Ok(None);
-        }
+        };
         let header = |name: &str| {
-            response
-                .headers()
+            answer
+                .headers
                 .get(name)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("?")
                 .to_owned()
         };
-        let (node, owner, source) = (
-            header("x-gclab-node"),
-            header("x-gclab-owner"),
-            header("x-gclab-source"),
-        );
-        let value = e.body(response).await?;
         Ok(Some(Cached {
-            value,
-            node,
-            owner,
-            source,
+            node: header("x-gclab-node"),
+            owner: header("x-gclab-owner"),
+            source: header("x-gclab-source"),
+            value: answer.body,
         }))
     }
 
@@ -314,19 +490,6 @@ impl FrontendClient {
     /// The address this client talks to.
     pub fn addr(&self) -> &str {
         &self.endpoint.addr
-    }
-}
-
-impl Endpoint {
-    async fn json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        let response = self.send(self.http.get(self.url(path))).await?;
-        let body = self.body(response).await?;
-        serde_json::from_slice(&body).map_err(|e| ClientError::Failed {
-            server: self.server,
-            addr: self.addr.clone(),
-            status: 200,
-            message: format!("but its answer to {path} is unreadable: {e}"),
-        })
     }
 }
 
@@ -358,8 +521,16 @@ mod tests {
     #[test]
     fn the_hint_names_the_peer_port_of_a_frontend() {
         let e = Endpoint::new(Server::Frontend, "127.0.0.1:9002", Duration::from_secs(1));
-        assert_eq!(e.start_hint(), "gclab frontend --port 8002");
+        assert_eq!(e.start_hint(), "is 'gclab frontend --port 8002' running?");
         let e = Endpoint::new(Server::Dbserver, "127.0.0.1:8080", Duration::from_secs(1));
-        assert_eq!(e.start_hint(), "gclab dbserver");
+        assert_eq!(e.start_hint(), "is 'gclab dbserver' running?");
+    }
+
+    #[test]
+    fn a_peer_port_is_answered_with_the_client_port() {
+        let e = Endpoint::new(Server::Frontend, "127.0.0.1:8001", Duration::from_secs(1));
+        let hint = e.start_hint();
+        assert!(hint.contains("--port 9001"), "{hint}");
+        assert!(!hint.contains("7001"), "{hint}");
     }
 }

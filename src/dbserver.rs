@@ -27,6 +27,7 @@ use tokio::net::TcpListener;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
+use crate::client::Server;
 use crate::http::{self, Limits, Problem};
 use crate::key;
 use crate::logging;
@@ -173,7 +174,14 @@ pub async fn run(
         store: Arc::clone(&store),
         max_value_bytes: config.max_value_bytes,
     });
-    http::serve(listener, routes(api), config.limits, shutdown).await;
+    http::serve(
+        listener,
+        routes(api),
+        config.limits,
+        Server::Dbserver.header(),
+        shutdown,
+    )
+    .await;
     if let Err(e) = store.flush().await {
         tracing::error!("could not flush the store on shutdown: {e}");
     }

@@ -60,7 +60,7 @@ async fn narrate(args: &DemoArgs) -> Result<(), String> {
 
     heading("3. The stats table (gclab cli stats)");
     let (nodes, db) = stats::collect(&topology.frontends, &topology.db).await;
-    print!("{}", stats::render(&nodes, topology.db_addr(), &db));
+    print!("{}", stats::render(&nodes, topology.db_addr(), &db, false));
     println!(
         "{}",
         "  gets: every request · hits: from a cache · loads: misses · deduped: loads left after \
@@ -145,7 +145,7 @@ async fn walkthrough(t: &Topology) -> Result<(), ClientError> {
             &format!(
                 "{} ← {} · owner {} · from {}",
                 text(&cached.value),
-                port,
+                letter(index),
                 letter(
                     t.peers
                         .iter()
@@ -179,18 +179,18 @@ async fn herds(t: &Topology, delay: Duration) -> Result<(), String> {
     ] {
         println!("  running with frontends started {flag} …");
         let contrast = start(delay, |c| {
-            c.singleflight = singleflight;
-            c.use_peers = peers;
+            c.group.singleflight = singleflight;
+            c.group.use_peers = peers;
         })
         .await?;
-        let report = herd::measure(&plan(&contrast), false)
+        let report = herd::measure(&plan(&contrast), false, std::future::pending::<()>())
             .await
             .map_err(|e| e.to_string())?;
         contrast.stop().await;
         rows.push((label, flag, report));
     }
     println!("  running with groupcache as designed …");
-    let report = herd::measure(&plan(t), false)
+    let report = herd::measure(&plan(t), false, std::future::pending::<()>())
         .await
         .map_err(|e| e.to_string())?;
     rows.push(("groupcache", "(both on)", report));
@@ -201,8 +201,11 @@ async fn herds(t: &Topology, delay: Duration) -> Result<(), String> {
         "mode", "frontend flags", "answered", "database reads", "p50 ms", "p99 ms", "errors"
     );
     for (label, flag, r) in &rows {
-        let reads = format!("{:>14}", r.db_reads);
-        let reads = if r.db_reads == 1 {
+        let reads = format!(
+            "{:>14}",
+            r.db_reads.map_or("?".to_owned(), |n| n.to_string())
+        );
+        let reads = if r.db_reads == Some(1) {
             reads.green()
         } else {
             reads.red()

@@ -8,7 +8,8 @@
 //!   `x-gclab-owner` (the key's owner) and `x-gclab-source` (`main`, `hot`, `peer` or `db`);
 //!   404 when the dbserver has no such key; 502 when the value could not be loaded
 //! - `GET /stats` → the groupcache counters as JSON
-//! - `GET /owner/{key}` → the owner and the whole rendezvous ranking of peers
+//! - `GET /owner/{key}` → the owner, the whole rendezvous ranking of peers, and each
+//!   peer's score (64-bit, in hex: the highest owns the key)
 //! - `GET /metrics` → the same counters and request latencies, for Prometheus
 
 use std::convert::Infallible;
@@ -21,33 +22,19 @@ use tokio::net::TcpListener;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
-use crate::client::Ownership;
-use crate::group::{GetError, Group};
+use crate::client::{ClientError, DbClient, Ownership, PeerScore, Server};
+use crate::group::{self, GetError, Group};
 use crate::http::{self, Limits, Problem};
 use crate::key;
+use crate::logging::HITS;
 use crate::metrics::{Metrics, Snapshot};
-use crate::peers;
+use crate::peer_server;
 
 /// Everything a frontend needs to know, as its flags say it.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// This node's peer address, exactly as it appears in `peers`.
-    pub me: String,
-    /// Every peer's address, this node's included. All nodes must have the same list.
-    pub peers: Vec<String>,
-    /// The dbserver's HTTP address.
-    pub db_addr: String,
-    /// The byte budget over the main and hot caches.
-    pub cache_bytes: usize,
-    /// How long a dbserver read may take, delay included.
-    pub db_timeout: Duration,
-    /// How long a peer call may take; longer than `db_timeout`, because the owner may be
-    /// loading the key from the dbserver while we wait.
-    pub peer_timeout: Duration,
-    /// Fold concurrent loads of one key into one (off: `--no-singleflight`).
-    pub singleflight: bool,
-    /// Ask a key's owner (off: `--no-peers`, every node loads every key itself).
-    pub use_peers: bool,
+    /// The Get path's settings: peers, dbserver, cache budget, deadlines, switches.
+    pub group: group::Config,
     /// How long an HTTP client may take to send a request's headers.
     pub client_timeout: Duration,
 }
@@ -57,36 +44,8 @@ impl Config {
     pub fn limits(&self) -> Limits {
         Limits {
             header_timeout: self.client_timeout,
-            request_timeout: self.peer_timeout + self.db_timeout,
+            request_timeout: self.group.peer_timeout + self.group.db_timeout,
         }
-    }
-}
-
-/// Why a frontend's configuration was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("this node ({me}) is not in --peers ({}); add it, so every node agrees on who owns what", .peers.join(","))]
-    NotInPeers { me: String, peers: Vec<String> },
-    #[error("--peer-timeout ({}) must be longer than --db-timeout ({}): a peer may be loading from the dbserver while we wait", humantime::format_duration(*.peer), humantime::format_duration(*.db))]
-    PeerTimeoutTooShort { peer: Duration, db: Duration },
-}
-
-impl Config {
-    /// Checks what the flags cannot check one by one.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if !self.peers.contains(&self.me) {
-            return Err(ConfigError::NotInPeers {
-                me: self.me.clone(),
-                peers: self.peers.clone(),
-            });
-        }
-        if self.peer_timeout <= self.db_timeout {
-            return Err(ConfigError::PeerTimeoutTooShort {
-                peer: self.peer_timeout,
-                db: self.db_timeout,
-            });
-        }
-        Ok(())
     }
 }
 
@@ -96,9 +55,13 @@ pub async fn run(
     http_listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ConfigError> {
-    config.validate()?;
-    let group = Arc::new(Group::new(&config));
+) -> Result<(), group::ConfigError> {
+    config.group.validate()?;
+    let group = Arc::new(Group::new(&config.group));
+    tokio::spawn(check_db(DbClient::new(
+        &config.group.db_addr,
+        config.group.db_timeout,
+    )));
     let api = Arc::new(Api {
         metrics: Metrics::new(
             "source",
@@ -106,18 +69,28 @@ pub async fn run(
         ),
         group: Arc::clone(&group),
     });
-    // Both servers stop on the same signal; `shared` lets two futures await one.
+    // Both servers stop on the same signal; `shared` lets several futures await one.
     let shutdown = shutdown.boxed().shared();
+    let stopping = Arc::clone(&group);
+    let told = shutdown.clone();
+    tokio::spawn(async move {
+        told.await;
+        stopping.begin_shutdown();
+    });
     let http_server = http::serve(
         http_listener,
         routes(api),
         config.limits(),
+        Server::Frontend.header(),
         shutdown.clone(),
     )
     // Boxed to pin its type down: left generic, the compiler cannot prove that the
     // future is `Send` for callers that spawn `run` (rustc issue #100013).
     .boxed();
-    tokio::join!(http_server, peers::serve(peer_listener, group, shutdown));
+    tokio::join!(
+        http_server,
+        peer_server::serve(peer_listener, group, shutdown)
+    );
     Ok(())
 }
 
@@ -177,7 +150,7 @@ fn with_api(api: Arc<Api>) -> impl Filter<Extract = (Arc<Api>,), Error = Infalli
 async fn cache_get(raw_key: String, api: Arc<Api>) -> Result<warp::reply::Response, Rejection> {
     let started = Instant::now();
     let key = key::decode(&raw_key).map_err(Problem::bad_key)?;
-    tracing::info!("cli asked for {key}");
+    tracing::info!(target: HITS, "cli asked for {key}");
     let group = &api.group;
     let (reply, label) = match group.get(&key).await {
         Ok(got) => {
@@ -206,9 +179,17 @@ async fn cache_get(raw_key: String, api: Arc<Api>) -> Result<warp::reply::Respon
 
 async fn owner_get(raw_key: String, api: Arc<Api>) -> Result<warp::reply::Response, Rejection> {
     let key = key::decode(&raw_key).map_err(Problem::bad_key)?;
+    let scores = api.group.scores(&key);
     Ok(http::json(&Ownership {
         owner: api.group.owner(&key).to_owned(),
-        ranking: api.group.ranking(&key),
+        ranking: scores.iter().map(|(peer, _)| (*peer).to_owned()).collect(),
+        scores: scores
+            .iter()
+            .map(|(peer, score)| PeerScore {
+                peer: (*peer).to_owned(),
+                score: format!("{score:016x}"),
+            })
+            .collect(),
         key,
     }))
 }
@@ -217,4 +198,13 @@ async fn owner_get(raw_key: String, api: Arc<Api>) -> Result<warp::reply::Respon
 fn header(value: &str) -> warp::http::HeaderValue {
     warp::http::HeaderValue::from_str(value)
         .unwrap_or_else(|_| warp::http::HeaderValue::from_static("?"))
+}
+
+/// Says in one line, at start-up, if `--db` answers but is not a dbserver: otherwise the
+/// first sign would be a 502 on every load. A dbserver that is not up yet is no news: the
+/// lab often starts it after the frontends, and loads say so when they fail.
+async fn check_db(db: DbClient) {
+    if let Err(e @ ClientError::WrongServer { .. }) = db.stats().await {
+        tracing::warn!("--db {}: {e}", db.addr());
+    }
 }

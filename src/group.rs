@@ -22,18 +22,79 @@
 //! loop even if two nodes disagreed on the owner. (It may join a flight this node already
 //! has for the key, which is how it shares one database read with this node's own clients.)
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use crate::cache::Cache;
 use crate::client::DbClient;
-use crate::frontend::Config;
+use crate::logging::HITS;
 use crate::peers::{PeerError, Peers};
 use crate::ring::Ring;
 use crate::singleflight::{self, FromPanic};
 use crate::stats::{NodeStats, Stats};
+
+/// How a group is set up: a frontend's flags for the Get path (`gclab frontend --help`).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This node's peer address, exactly as it appears in `peers`.
+    pub me: String,
+    /// Every peer's address, this node's included. All nodes must have the same list.
+    pub peers: Vec<String>,
+    /// The dbserver's HTTP address.
+    pub db_addr: String,
+    /// The byte budget over the main and hot caches.
+    pub cache_bytes: usize,
+    /// How long a dbserver read may take, delay included.
+    pub db_timeout: Duration,
+    /// How long a peer call may take; longer than `db_timeout`, because the owner may be
+    /// loading the key from the dbserver while we wait.
+    pub peer_timeout: Duration,
+    /// Fold concurrent loads of one key into one (off: `--no-singleflight`).
+    pub singleflight: bool,
+    /// Ask a key's owner (off: `--no-peers`, every node loads every key itself).
+    pub use_peers: bool,
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("this node ({me}) is not in --peers ({}); add it, so every node agrees on who owns what", .peers.join(","))]
+    NotInPeers { me: String, peers: Vec<String> },
+    #[error("--peer-timeout ({}) must be longer than --db-timeout ({}): a peer may be loading from the dbserver while we wait", humantime::format_duration(*.peer), humantime::format_duration(*.db))]
+    PeerTimeoutTooShort { peer: Duration, db: Duration },
+}
+
+impl Config {
+    /// Checks what the flags cannot check one by one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.peers.contains(&self.me) {
+            return Err(ConfigError::NotInPeers {
+                me: self.me.clone(),
+                peers: self.peers.clone(),
+            });
+        }
+        if self.peer_timeout <= self.db_timeout {
+            return Err(ConfigError::PeerTimeoutTooShort {
+                peer: self.peer_timeout,
+                db: self.db_timeout,
+            });
+        }
+        Ok(())
+    }
+
+    /// The mode the contrast switches put the node in, for its start-up line.
+    pub fn mode(&self) -> Option<&'static str> {
+        match (self.singleflight, self.use_peers) {
+            (true, true) => None,
+            (false, true) => Some("no singleflight: every miss loads"),
+            (true, false) => Some("no peers: loads every key itself"),
+            (false, false) => Some("no singleflight, no peers"),
+        }
+    }
+}
 
 /// One frontend's cache and the machinery to fill it. groupcache calls this a `Group`.
 pub struct Group {
@@ -54,6 +115,9 @@ pub struct Group {
     /// The `--no-singleflight` and `--no-peers` contrast switches.
     use_singleflight: bool,
     use_peers: bool,
+    /// Set once the node has been told to stop: its peers are likely stopping too, so a
+    /// failed peer call is no reason to fail over.
+    stopping: AtomicBool,
     stats: Stats,
 }
 
@@ -101,12 +165,23 @@ impl FromPanic for GetError {
     }
 }
 
+/// What asking a peer came to.
+enum PeerAnswer {
+    /// It answered: the value, or "no such key". Either way the Get is done.
+    Answered(Result<Got, GetError>),
+    /// It is up, but could not load the key (its dbserver failed): load it here instead.
+    CouldNotLoad(String),
+    /// It could not be asked (down, hung, connection broken): try the next in line.
+    Unreachable(PeerError),
+}
+
 impl Group {
     pub fn new(config: &Config) -> Group {
         Group {
             me: config.me.clone(),
             ring: Ring::new(config.peers.iter().cloned()),
             peers: Peers::new(
+                &config.me,
                 config.peers.iter().filter(|p| **p != config.me),
                 config.peer_timeout,
             ),
@@ -118,6 +193,7 @@ impl Group {
             load_group: singleflight::Group::default(),
             use_singleflight: config.singleflight,
             use_peers: config.use_peers,
+            stopping: AtomicBool::new(false),
             stats: Stats::default(),
         }
     }
@@ -138,6 +214,7 @@ impl Group {
         if let Some(got) = self.lookup_cache(key) {
             Stats::add(&self.stats.cache_hits);
             tracing::info!(
+                target: HITS,
                 kind = "hit",
                 "{key} found in the {} cache",
                 got.source.as_str()
@@ -180,64 +257,17 @@ impl Group {
             this.load_once(&owned_key, may_forward).await
         };
         if self.use_singleflight {
-            self.load_group.work(key, flight).await.0
+            self.load_group.work(key, flight).await.result
         } else {
             flight().await
         }
     }
 
     /// One real load: from the owner if that is another peer, else from the dbserver.
-    ///
-    /// If the owner is down, the key goes to the next peer in its ranking, which loads it
-    /// itself. groupcache instead has every node load the key locally when its owner fails,
-    /// which multiplies database reads at the worst moment; since every node ranks the
-    /// peers the same way, "next in line" is one node for all of them, and a key still costs
-    /// one database read while its owner is away.
     async fn load_once(&self, key: &str, may_forward: bool) -> Result<Got, GetError> {
         if may_forward && self.use_peers {
-            let mut failed_over = false;
-            let started = std::time::Instant::now();
-            for peer in self.ring.ranking(key) {
-                if peer == self.me {
-                    break; // this node is the owner, or next in line: load it here
-                }
-                if started.elapsed() >= self.peer_timeout {
-                    // Asking peers has used up one peer deadline (a hung owner, say): load it
-                    // here rather than wait on the next peer too, so the client's request
-                    // deadline (peer + dbserver) still holds.
-                    break;
-                }
-                if self.peers.backing_off(peer) {
-                    // Skipped without a call: it failed moments ago (see `Peers`).
-                    if !failed_over {
-                        failed_over = true;
-                        Stats::add(&self.stats.failovers);
-                    }
-                    continue;
-                }
-                if failed_over {
-                    tracing::info!(kind = "peer", "asking {peer}, next in line for {key}");
-                } else {
-                    tracing::info!(kind = "peer", "{key} is owned by {peer}, asking it");
-                }
-                match self.get_from_peer(peer, key).await {
-                    Ok(got) => return got,
-                    Err(PeerError::Remote(reason)) => {
-                        // The peer is up but could not load the key (its dbserver failed):
-                        // another peer would fare no better, so try once here, as groupcache does.
-                        Stats::add(&self.stats.peer_errors);
-                        tracing::warn!("{peer} could not load {key} ({reason}); trying here");
-                        break;
-                    }
-                    Err(reason) => {
-                        Stats::add(&self.stats.peer_errors);
-                        tracing::warn!("asking {peer} for {key} failed: {reason}");
-                        if !failed_over {
-                            failed_over = true;
-                            Stats::add(&self.stats.failovers);
-                        }
-                    }
-                }
+            if let Some(answer) = self.ask_peers(key).await {
+                return answer;
             }
         }
         let value = self.get_locally(key).await?;
@@ -248,29 +278,101 @@ impl Group {
         })
     }
 
-    /// Asks a peer. The outer `Result` is the call; the inner one is the answer.
-    async fn get_from_peer(
-        &self,
-        peer: &str,
-        key: &str,
-    ) -> Result<Result<Got, GetError>, PeerError> {
-        let answer = self.peers.get(peer, key).await?;
-        Stats::add(&self.stats.peer_loads);
-        Ok(match answer {
-            Some(value) => {
+    /// Asks the key's owner, or, while it is down, the next peer in the key's ranking.
+    /// `None` means "load it here"; each `return None` says why.
+    ///
+    /// groupcache instead has every node load the key locally when its owner fails, which
+    /// multiplies database reads at the worst moment; since every node ranks the peers the
+    /// same way, "next in line" is one node for all of them, and a key still costs one
+    /// database read while its owner is away.
+    async fn ask_peers(&self, key: &str) -> Option<Result<Got, GetError>> {
+        let started = Instant::now();
+        let mut failed_over = false;
+        for peer in self.ring.ranking(key) {
+            if peer == self.me {
+                return None; // this node is the owner, or next in line
+            }
+            if started.elapsed() >= self.peer_timeout {
+                // Asking peers has used up one peer deadline (a hung owner, say): load it
+                // here rather than wait on the next peer too, so the client's request
+                // deadline (peer + dbserver) still holds.
+                return None;
+            }
+            if let Some(retry_in) = self.peers.backing_off(peer) {
+                // Skipped without a call: it failed moments ago (see `Peers`).
+                tracing::info!(
+                    kind = "peer",
+                    "skipping {peer} for {key}: it is down (next try in {:.1} s)",
+                    retry_in.as_secs_f64()
+                );
+                self.note_failover(&mut failed_over);
+                continue;
+            }
+            if failed_over {
+                tracing::info!(kind = "peer", "asking {peer}, next in line for {key}");
+            } else {
+                tracing::info!(kind = "peer", "{key} is owned by {peer}, asking it");
+            }
+            match self.get_from_peer(peer, key).await {
+                PeerAnswer::Answered(answer) => return Some(answer),
+                PeerAnswer::CouldNotLoad(reason) => {
+                    // The peer is up but its dbserver failed: another peer would fare no
+                    // better, so try once here, as groupcache does.
+                    tracing::warn!("{peer} could not load {key} ({reason}); trying here");
+                    return None;
+                }
+                PeerAnswer::Unreachable(reason) if self.stopping.load(Ordering::Relaxed) => {
+                    // Stopping, like its peers most likely: failing over would only ask
+                    // the next node that is going away.
+                    return Some(Err(GetError::Unavailable(format!(
+                        "this node is shutting down, and asking {peer} for {key} failed: {reason}"
+                    ))));
+                }
+                PeerAnswer::Unreachable(reason) => {
+                    tracing::warn!("asking {peer} for {key} failed: {reason}");
+                    self.note_failover(&mut failed_over);
+                }
+            }
+        }
+        None // unreachable in practice: this node is in its own ranking
+    }
+
+    /// Counts one failover per load, however many peers it goes past.
+    fn note_failover(&self, failed_over: &mut bool) {
+        if !std::mem::replace(failed_over, true) {
+            Stats::add(&self.stats.failovers);
+        }
+    }
+
+    /// Asks a peer for the key, and sorts out what came back.
+    async fn get_from_peer(&self, peer: &str, key: &str) -> PeerAnswer {
+        match self.peers.get(peer, key).await {
+            Ok(Some(value)) => {
+                Stats::add(&self.stats.peer_loads);
                 // Keep 1 in 10 peer values in the hot cache, as groupcache does: a key
                 // asked for often enough will land there soon, one asked for once rarely
                 // will, so the hot cache fills with what is actually hot.
                 if fastrand::u8(..10) == 0 {
                     self.populate_cache(key, value.clone(), &self.hot_cache);
                 }
-                Ok(Got {
+                PeerAnswer::Answered(Ok(Got {
                     value,
                     source: Source::Peer,
-                })
+                }))
             }
-            None => Err(GetError::NotFound),
-        })
+            Ok(None) => {
+                Stats::add(&self.stats.peer_loads);
+                PeerAnswer::Answered(Err(GetError::NotFound))
+            }
+            Err(PeerError::Remote(reason)) => {
+                Stats::add(&self.stats.peer_errors);
+                PeerAnswer::CouldNotLoad(reason)
+            }
+            Err(unreachable) => {
+                Stats::add(&self.stats.peer_errors);
+                PeerAnswer::Unreachable(unreachable)
+            }
+        }
     }
 
     /// Loads from the dbserver. A "no such key" answer is a successful load of nothing.
@@ -328,13 +430,19 @@ impl Group {
         self.ring.owner(key)
     }
 
-    /// Every peer, best first, for `key`.
-    pub fn ranking(&self, key: &str) -> Vec<String> {
-        self.ring
-            .ranking(key)
-            .into_iter()
-            .map(str::to_owned)
-            .collect()
+    /// Every peer with its rendezvous score for `key`, best first.
+    pub fn scores(&self, key: &str) -> Vec<(&str, u64)> {
+        self.ring.scores(key)
+    }
+
+    /// Whether `peer` is in this node's list of peers.
+    pub fn knows(&self, peer: &str) -> bool {
+        self.ring.peers().any(|p| p == peer)
+    }
+
+    /// Tells the group its node is stopping (see `stopping`).
+    pub fn begin_shutdown(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
     }
 
     /// This node's name.
@@ -345,6 +453,6 @@ impl Group {
     /// All counters, the caches' included.
     pub fn stats(&self) -> NodeStats {
         self.stats
-            .snapshot(self.main_cache.stats(), self.hot_cache.stats())
+            .snapshot(&self.me, self.main_cache.stats(), self.hot_cache.stats())
     }
 }

@@ -13,7 +13,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tower_service::Service;
-use warp::http::StatusCode;
+use warp::http::header::SERVER;
+use warp::http::{HeaderValue, StatusCode};
 use warp::reject::{LengthRequired, MethodNotAllowed};
 use warp::{Filter, Rejection, Reply};
 
@@ -169,10 +170,14 @@ pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// client trickling a request byte by byte could hold a connection forever. Driving hyper
 /// here is the same accept loop warp runs, with those knobs set, and TCP_NODELAY set on each
 /// accepted socket (without it a small reply can wait ~40 ms for a delayed ACK).
+///
+/// Every answer carries `server: {name}` (`gclab-dbserver`, `gclab-frontend`): it is how a
+/// client tells our servers from whatever else answers at an address (see `client.rs`).
 pub async fn serve<F, R>(
     listener: TcpListener,
     filter: F,
     limits: Limits,
+    name: &'static str,
     shutdown: impl Future<Output = ()>,
 ) where
     F: Filter<Extract = (R,), Error = Infallible> + Clone + Send + Sync + 'static,
@@ -206,7 +211,7 @@ pub async fn serve<F, R>(
             async move {
                 let answer =
                     tokio::time::timeout(limits.request_timeout, warp_service.call(request));
-                Ok::<_, Infallible>(match answer.await {
+                let mut response = match answer.await {
                     Ok(Ok(response)) => response,
                     Ok(Err(never)) => match never {},
                     Err(_) => text(
@@ -216,7 +221,11 @@ pub async fn serve<F, R>(
                             humantime::format_duration(limits.request_timeout)
                         ),
                     ),
-                })
+                };
+                response
+                    .headers_mut()
+                    .insert(SERVER, HeaderValue::from_static(name));
+                Ok::<_, Infallible>(response)
             }
         });
         let connection = hyper::server::conn::http1::Builder::new()

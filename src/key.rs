@@ -50,13 +50,11 @@ pub fn decode(segment: &str) -> Result<String, KeyError> {
     Ok(key.into_owned())
 }
 
-/// Everything but letters, digits and `-._~` is escaped: the unreserved set of RFC 3986,
-/// so the key is always exactly one path segment.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
+/// Everything but letters, digits and `-_~` is escaped, so the key is always exactly one
+/// path segment. That is RFC 3986's unreserved set less the dot: the keys `.` and `..` left
+/// as they are would be *dot segments*, which curl, proxies and URL libraries remove
+/// (`/kv/..` means `/`), and the key would be lost on the way. As `%2E%2E` they arrive.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'~');
 
 /// Turns a key into one URL path segment.
 pub fn encode(key: &str) -> String {
@@ -69,9 +67,15 @@ mod tests {
 
     #[test]
     fn keys_round_trip_through_a_url_segment() {
-        for key in ["foo", "user/42", "a b", "ключ", "100%", "..", "?x=1#y"] {
+        for key in [
+            "foo", "user/42", "a b", "ключ", "100%", ".", "..", "./x", "?x=1#y",
+        ] {
             let segment = encode(key);
             assert!(!segment.contains('/'), "{segment}");
+            assert!(
+                !segment.contains('.'),
+                "{segment}: a dot segment would be removed"
+            );
             assert_eq!(decode(&segment).as_deref(), Ok(key));
         }
     }

@@ -12,16 +12,18 @@
 //! - [`singleflight`] — concurrent loads of one key become one.
 //! - [`ring`] — who owns a key: rendezvous hashing over the peer list.
 //! - [`cache`] — a byte-counting LRU cache (the main and hot caches).
-//! - [`peers`] — the tarpc service a frontend uses to ask a key's owner.
+//! - [`peers`] — the tarpc service a frontend uses to ask a key's owner, and its clients.
 //!
 //! The servers and the tools around them:
 //! - [`frontend`] — a cache node: its configuration and its HTTP API for clients.
+//! - [`peer_server`] — how a node answers its peers' calls with its Get path.
 //! - [`dbserver`] — the slow, durable store (sled behind HTTP).
 //! - [`client`] — HTTP clients for the dbserver and the frontends.
 //! - [`cli`] — `gclab cli set | get | cget | herd | bench | stats`.
 //! - [`demo`] — `gclab demo`: the walkthrough, the herd three ways, and the stats table.
 //! - [`up`] — `gclab up`: the whole topology as child processes in one terminal.
-//! - [`args`] — the command line, including the 2013 walkthrough's Go-style flags.
+//! - [`args`] — the command line, as clap definitions (the `--help` text).
+//! - [`go_style`] — the 2013 walkthrough's spelling: `./cli -port 9002 -cget -key foo`.
 //! - [`stats`] — the counters, as `GET /stats` returns them.
 //! - [`metrics`] — the same counters and request latencies as `GET /metrics`, for Prometheus.
 //! - [`key`] — what a valid key is and how it travels in a URL.
@@ -39,11 +41,13 @@ pub mod dbserver;
 pub mod demo;
 pub mod fd_limit;
 pub mod frontend;
+pub mod go_style;
 pub mod group;
 pub mod http;
 pub mod key;
 pub mod logging;
 pub mod metrics;
+pub mod peer_server;
 pub mod peers;
 pub mod ring;
 pub mod shutdown;

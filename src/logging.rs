@@ -42,16 +42,26 @@ pub fn stdout_color_enabled() -> bool {
         || std::io::stdout().is_terminal()
 }
 
-/// Our events at `info`; tarpc's own at `warn`, or every peer call would add its lines.
-const DEFAULT_FILTER: &str = "info,tarpc=warn";
+/// The target of the lines every request prints (`cli asked for foo`, `foo found in the
+/// main cache`), so that `--quiet-hits` (or `RUST_LOG=info,gclab::hits=off`) can drop them
+/// and leave the loads: the database and peer lines a learner is looking for.
+pub const HITS: &str = "gclab::hits";
 
-/// Starts logging to stderr at `info`, unless `RUST_LOG` says otherwise.
-/// Calling it twice is harmless (tests start many servers in one process).
-pub fn init() {
+/// Our events at `info`. tarpc's own only at `error`: its warnings about connections that
+/// close are the lab's to tell, in its own words (see `peers.rs`).
+const DEFAULT_FILTER: &str = "info,tarpc=error";
+
+/// Starts logging to stderr at `info`, unless `RUST_LOG` says otherwise; `quiet_hits`
+/// drops the per-request lines. Calling it twice is harmless (tests start many servers in
+/// one process).
+pub fn init(quiet_hits: bool) {
     let color = color_enabled();
     colored::control::set_override(color);
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let default = match quiet_hits {
+        true => format!("{DEFAULT_FILTER},{HITS}=off"),
+        false => DEFAULT_FILTER.to_owned(),
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

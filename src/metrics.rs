@@ -13,6 +13,7 @@
 //! The output is Prometheus' classic text format (`promtool check metrics` accepts it).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
@@ -40,7 +41,12 @@ pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     requests: HashMap<&'static str, metrics::Histogram>,
+    /// Samples recorded, for the upkeep in [`Metrics::observe`].
+    observed: AtomicU64,
 }
+
+/// How many samples the histograms hold at most before they are folded into buckets.
+const UPKEEP_EVERY: u64 = 4096;
 
 impl Metrics {
     /// Metrics for a server whose requests are labelled `label` = one of `values`
@@ -73,13 +79,24 @@ impl Metrics {
             recorder,
             handle,
             requests,
+            observed: AtomicU64::new(0),
         }
     }
 
     /// Records one request labelled `value` that took `took`.
+    ///
+    /// The exporter keeps every sample until something folds them into the histogram's
+    /// buckets; a scrape does, and so does its upkeep, which nothing runs for a recorder
+    /// built with `build_recorder`. So every [`UPKEEP_EVERY`] samples, `observe` runs the
+    /// upkeep itself, and memory stays flat whether anyone scrapes or not. Counted, not timed:
+    /// a periodic task would need a shutdown of its own, and at 100,000 hits a second it would
+    /// still let a second's worth of samples pile up between ticks.
     pub fn observe(&self, value: &str, took: Duration) {
         if let Some(histogram) = self.requests.get(value) {
             histogram.record(took.as_secs_f64());
+        }
+        if self.observed.fetch_add(1, Ordering::Relaxed) % UPKEEP_EVERY == UPKEEP_EVERY - 1 {
+            self.handle.run_upkeep();
         }
     }
 

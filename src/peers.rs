@@ -1,7 +1,9 @@
 //! Peer RPC: how a frontend asks a key's owner for its value, over tarpc.
 //!
-//! The service is one method, [`Peer::get`]. Its trait is shared by the server (below,
-//! [`serve`]) and the client pool ([`Peers`]), as in tarpc's `example-service`.
+//! The service is one method, [`Peer::get`]. Its trait is shared by the server
+//! (`peer_server.rs`, which answers with a node's Get path) and the client pool ([`Peers`])
+//! here, as in tarpc's `example-service`. Like groupcache's `peers.go`, this file knows
+//! nothing of the Get path: the group calls into it, never the other way round.
 //!
 //! Choices worth knowing:
 //! - One connection per peer, made on first use and kept: tarpc multiplexes many calls over
@@ -14,29 +16,21 @@
 //! - TCP_NODELAY on every socket: calls are small, and Nagle's algorithm would hold them
 //!   back waiting for an ACK.
 
-use std::future::Future;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::StreamExt;
 use tarpc::client::RpcError;
-use tarpc::server::{BaseChannel, Channel};
 use tarpc::tokio_serde::formats::Bincode;
 use tarpc::tokio_util::codec::LengthDelimitedCodec;
 use tarpc::{context, serde_transport};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::Mutex;
-use tokio::task::JoinSet;
-
-use crate::group::{GetError, Group};
-use crate::key;
 
 /// The largest frame either side accepts: a value (1 MiB by default) plus room for the rest.
 pub const MAX_FRAME_BYTES: usize = 2 * 1024 * 1024;
 
 /// The largest value a peer reply carries; the rest of the frame is the envelope.
-const MAX_VALUE_TO_SHARE: usize = MAX_FRAME_BYTES - 64 * 1024;
+pub const MAX_VALUE_TO_SHARE: usize = MAX_FRAME_BYTES - 64 * 1024;
 
 /// A peer connection is local in this lab; a connect slower than this is not coming.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -45,65 +39,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 #[tarpc::service]
 pub trait Peer {
     /// The value of `key`, loaded by the node asked: `Ok(None)` if the database has no
-    /// such key, `Err(reason)` if it could not be loaded.
-    async fn get(key: String) -> Result<Option<Bytes>, String>;
-}
-
-/// The server side: answers peers with this node's [`Group`].
-#[derive(Clone)]
-struct PeerServer {
-    group: Arc<Group>,
-}
-
-impl Peer for PeerServer {
-    async fn get(self, _: context::Context, key: String) -> Result<Option<Bytes>, String> {
-        key::validate(&key).map_err(|e| e.to_string())?;
-        tracing::info!(kind = "peer", "peer asked for {key}");
-        match self.group.serve_peer(&key).await {
-            // A reply over the frame limit would break the connection for every call on it,
-            // and the asker would take this node for dead; a refusal makes it load the value
-            // itself instead.
-            Ok(got) if got.value.len() > MAX_VALUE_TO_SHARE => Err(format!(
-                "{key} is {} bytes, more than a peer reply carries ({MAX_VALUE_TO_SHARE})",
-                got.value.len()
-            )),
-            Ok(got) => Ok(Some(got.value)),
-            Err(GetError::NotFound) => Ok(None),
-            Err(GetError::Unavailable(reason)) => Err(reason),
-        }
-    }
-}
-
-/// Serves peers on `listener` until `shutdown` completes; then drops every connection.
-pub async fn serve(listener: TcpListener, group: Arc<Group>, shutdown: impl Future<Output = ()>) {
-    let mut connections = JoinSet::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            Some(_) = connections.join_next() => {} // reap connections that closed
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let server = PeerServer { group: Arc::clone(&group) };
-                    let channel = BaseChannel::with_defaults(transport(stream));
-                    connections.spawn(channel.execute(server.serve()).for_each(|call| async {
-                        // Each call in its own task, so one slow load does not hold up
-                        // the other calls on the same connection.
-                        tokio::spawn(call);
-                    }));
-                }
-                Err(e) => {
-                    // Usually "too many open files": wait a moment instead of spinning.
-                    tracing::warn!("accepting a peer connection failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-        }
-    }
+    /// such key, `Err(reason)` if it could not be loaded. `from` is the asker's name (its
+    /// peer address), so a node can tell when it is asked by a peer it does not know of.
+    async fn get(from: String, key: String) -> Result<Option<Bytes>, String>;
 }
 
 /// Wraps a TCP stream in tarpc's length-delimited bincode transport, frames capped.
-fn transport<Item, SinkItem>(
+pub fn transport<Item, SinkItem>(
     stream: TcpStream,
 ) -> serde_transport::Transport<TcpStream, Item, SinkItem, Bincode<Item, SinkItem>>
 where
@@ -126,7 +68,7 @@ pub enum PeerError {
     Connect(String),
     #[error("no answer within {}", humantime::format_duration(*.0))]
     Timeout(Duration),
-    #[error("the connection failed: {0}")]
+    #[error("the connection broke ({0}): the peer closed it, or died")]
     Connection(String),
     #[error("it could not load the key: {0}")]
     Remote(String),
@@ -139,6 +81,8 @@ pub const BACKOFF: Duration = Duration::from_secs(2);
 
 /// The client side: one lazily made connection to each other peer, and whether it is up.
 pub struct Peers {
+    /// This node's name, sent with every call.
+    me: String,
     connections: std::collections::HashMap<String, Connection>,
     timeout: Duration,
 }
@@ -162,9 +106,14 @@ struct Health {
 }
 
 impl Peers {
-    /// Clients for `peers` (not including this node) whose calls give up after `timeout`.
-    pub fn new<'a>(peers: impl IntoIterator<Item = &'a String>, timeout: Duration) -> Self {
+    /// Clients for `peers` (not including this node, `me`) whose calls give up after `timeout`.
+    pub fn new<'a>(
+        me: &str,
+        peers: impl IntoIterator<Item = &'a String>,
+        timeout: Duration,
+    ) -> Self {
         Peers {
+            me: me.to_owned(),
             connections: peers
                 .into_iter()
                 .map(|p| (p.clone(), Connection::default()))
@@ -183,14 +132,14 @@ impl Peers {
             Ok(client) => {
                 let mut ctx = context::current();
                 ctx.deadline = Instant::now() + self.timeout;
-                match client.get(ctx, key.to_owned()).await {
+                match client.get(ctx, self.me.clone(), key.to_owned()).await {
                     Ok(answer) => Ok(answer),
                     Err(RpcError::DeadlineExceeded) => Err(PeerError::Timeout(self.timeout)),
                     Err(e) => {
                         // The connection is broken (the peer died or closed it): forget
                         // it, so the next call connects afresh.
                         *connection.client.lock().await = None;
-                        Err(PeerError::Connection(e.to_string()))
+                        Err(PeerError::Connection(broken(&e)))
                     }
                 }
             }
@@ -200,26 +149,26 @@ impl Peers {
         answer?.map_err(PeerError::Remote)
     }
 
-    /// Whether a call to `peer` should be skipped: it failed moments ago (see [`BACKOFF`]).
+    /// Whether a call to `peer` should be skipped because it failed moments ago (see
+    /// [`BACKOFF`]), and if so, how long until it is tried again.
     ///
     /// When the back-off runs out, the first caller is let through as the probe, and the
     /// back-off is renewed for everyone else at once; so a peer that hangs costs one
     /// `--peer-timeout` per back-off, not one per request that arrives while the probe waits.
-    pub fn backing_off(&self, peer: &str) -> bool {
-        let Some(connection) = self.connections.get(peer) else {
-            return false;
-        };
+    pub fn backing_off(&self, peer: &str) -> Option<Duration> {
+        let connection = self.connections.get(peer)?;
         let mut health = connection
             .health
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
         match health.retry_at {
-            Some(at) if Instant::now() < at => true,
+            Some(at) if now < at => Some(at - now),
             Some(_) => {
-                health.retry_at = Some(Instant::now() + BACKOFF); // this caller is the probe
-                false
+                health.retry_at = Some(now + BACKOFF); // this caller is the probe
+                None
             }
-            None => false,
+            None => None,
         }
     }
 }
@@ -261,5 +210,16 @@ impl Connection {
         let client = PeerClient::new(tarpc::client::Config::default(), transport(stream)).spawn();
         *slot = Some(client.clone());
         Ok(client)
+    }
+}
+
+/// tarpc's error for a broken connection, in a few words ("Connection broken" and a
+/// channel type name would mean nothing to a learner).
+fn broken(error: &RpcError) -> String {
+    match error {
+        RpcError::Shutdown => "the connection is shut down".to_owned(),
+        RpcError::Send(_) => "the request could not be sent".to_owned(),
+        RpcError::Channel(_) => "no answer came back".to_owned(),
+        other => other.to_string(),
     }
 }

@@ -31,11 +31,12 @@ impl Ring {
         Ring { nodes }
     }
 
-    /// The peer that owns `key`: the first of its ranking.
+    /// The peer that owns `key`: the one with the highest score. Computed here rather than
+    /// as `ranking(key)[0]`, because every cache hit names the owner in a header, and
+    /// sorting a fresh `Vec` of peers for that is work thrown away.
     pub fn owner(&self, key: &str) -> &str {
-        self.ranking(key)
-            .first()
-            .copied()
+        self.peers()
+            .max_by_key(|peer| (score(key, peer), *peer))
             .expect("a ring always has at least one peer: the node itself")
     }
 
@@ -46,6 +47,16 @@ impl Ring {
             .calc_candidates(&key)
             .map(|node| (**node).as_str())
             .collect()
+    }
+
+    /// Every peer with its score for `key`, best first: the whole of rendezvous hashing in
+    /// three lines. Each peer's score is a hash of (key, peer); sort by it, highest first
+    /// (ties, which a 64-bit hash all but never has, go to the larger name). The crate's
+    /// `calc_candidates` does exactly this, and a test below holds the two to it.
+    pub fn scores(&self, key: &str) -> Vec<(&str, u64)> {
+        let mut scored: Vec<(&str, u64)> = self.peers().map(|p| (p, score(key, p))).collect();
+        scored.sort_by(|a, b| (b.1, b.0).cmp(&(a.1, a.0)));
+        scored
     }
 
     /// The peers, in the order they were given.
@@ -64,14 +75,23 @@ const SIP_KEYS: (u64, u64) = (0x6772_6f75_7063_6163, 0x6865_2d6c_6162_2123);
 
 impl NodeHasher<String> for PinnedHasher {
     fn hash<T: Hash>(&self, node: &String, item: &T) -> u64 {
-        let mut hasher = SipHasher13::new_with_keys(SIP_KEYS.0, SIP_KEYS.1);
-        // `Hash` for `str` feeds the bytes, then 0xff (which keeps ("ab","c") and ("a","bc")
-        // apart). std does not promise that framing forever, but it has not changed since
-        // Rust 1.0, and `owners_are_pinned_across_builds` below fails the day it does.
-        item.hash(&mut hasher);
-        node.hash(&mut hasher);
-        hasher.finish()
+        pinned_hash(item, node)
     }
+}
+
+/// A peer's score for a key: SipHash-1-3 (pinned keys) of the key, then the peer's name.
+pub fn score(key: &str, peer: &str) -> u64 {
+    pinned_hash(key, peer)
+}
+
+fn pinned_hash<T: Hash + ?Sized>(item: &T, node: &str) -> u64 {
+    let mut hasher = SipHasher13::new_with_keys(SIP_KEYS.0, SIP_KEYS.1);
+    // `Hash` for `str` feeds the bytes, then 0xff (which keeps ("ab","c") and ("a","bc")
+    // apart). std does not promise that framing forever, but it has not changed since
+    // Rust 1.0, and `owners_are_pinned_across_builds` below fails the day it does.
+    item.hash(&mut hasher);
+    node.hash(&mut hasher);
+    hasher.finish()
 }
 
 #[cfg(test)]
@@ -112,6 +132,17 @@ mod tests {
         sorted.sort();
         sorted.dedup();
         assert_eq!(sorted.len(), 3);
+    }
+
+    #[test]
+    fn the_scores_sorted_are_the_crates_ranking_and_the_best_is_the_owner() {
+        let ring = trio();
+        for i in 0..500 {
+            let key = format!("key{i}");
+            let by_score: Vec<&str> = ring.scores(&key).into_iter().map(|(p, _)| p).collect();
+            assert_eq!(by_score, ring.ranking(&key), "{key}");
+            assert_eq!(ring.owner(&key), by_score[0], "{key}");
+        }
     }
 
     #[test]

@@ -22,6 +22,15 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 /// The result every waiter receives. `E` is cloned to each of them, so keep it cheap.
 type Flight<V, E> = Shared<BoxFuture<'static, Result<V, E>>>;
 
+/// What one caller of [`Group::work`] got.
+#[derive(Debug)]
+pub struct Call<V, E> {
+    /// The load's result, the same for every caller that shared it.
+    pub result: Result<V, E>,
+    /// Whether this caller started the load (the others joined it).
+    pub leader: bool,
+}
+
 /// A set of loads in flight, one per key.
 pub struct Group<V, E> {
     // std `Mutex`, not tokio's: it is held only to look up or insert a map entry, never
@@ -49,10 +58,10 @@ where
     E: Clone + FromPanic + Send + Sync + 'static,
 {
     /// Runs `load` for `key` unless a load for `key` is already in flight, in which case
-    /// it waits for that one. Returns the result and whether this caller started the load.
+    /// it waits for that one. groupcache's `Do`.
     ///
     /// `load` is only called by the leader; followers never build their future.
-    pub async fn work<F, Fut>(&self, key: &str, load: F) -> (Result<V, E>, bool)
+    pub async fn work<F, Fut>(&self, key: &str, load: F) -> Call<V, E>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>> + Send + 'static,
@@ -69,7 +78,10 @@ where
                 }
             }
         };
-        (flight.await, leader)
+        Call {
+            result: flight.await,
+            leader,
+        }
     }
 
     /// Spawns the load and returns the shared handle to its result.
@@ -147,7 +159,7 @@ mod tests {
         n: usize,
         gate: &Arc<Notify>,
         loads: &Arc<AtomicUsize>,
-    ) -> Vec<tokio::task::JoinHandle<(Result<String, Failed>, bool)>> {
+    ) -> Vec<tokio::task::JoinHandle<Call<String, Failed>>> {
         (0..n)
             .map(|_| {
                 let (group, gate, loads) = (group.clone(), gate.clone(), loads.clone());
@@ -184,9 +196,9 @@ mod tests {
         gate.notify_one();
         let mut leaders = 0;
         for caller in callers {
-            let (result, leader) = caller.await.unwrap();
-            assert_eq!(result, Ok("v".to_string()));
-            leaders += usize::from(leader);
+            let call = caller.await.unwrap();
+            assert_eq!(call.result, Ok("v".to_string()));
+            leaders += usize::from(call.leader);
         }
         assert_eq!(loads.load(Ordering::SeqCst), 1, "one load for 100 callers");
         assert_eq!(leaders, 1);
@@ -208,9 +220,9 @@ mod tests {
         assert!(leader.await.unwrap_err().is_cancelled());
         gate.notify_one();
         for follower in followers {
-            let (result, leader) = follower.await.unwrap();
-            assert_eq!(result, Ok("v".to_string()));
-            assert!(!leader);
+            let call = follower.await.unwrap();
+            assert_eq!(call.result, Ok("v".to_string()));
+            assert!(!call.leader);
         }
         assert_eq!(loads.load(Ordering::SeqCst), 1);
     }
@@ -229,7 +241,7 @@ mod tests {
                             Err::<String, _>(Failed("dbserver down".into()))
                         })
                         .await
-                        .0
+                        .result
                 })
             })
             .collect();
@@ -241,18 +253,18 @@ mod tests {
         for waiter in waiters {
             assert_eq!(waiter.await.unwrap(), Err(Failed("dbserver down".into())));
         }
-        let (again, leader) = group.work("k", || async { Ok("fresh".to_string()) }).await;
-        assert_eq!(again, Ok("fresh".to_string()));
-        assert!(leader, "the failed flight was not remembered");
+        let again = group.work("k", || async { Ok("fresh".to_string()) }).await;
+        assert_eq!(again.result, Ok("fresh".to_string()));
+        assert!(again.leader, "the failed flight was not remembered");
     }
 
     #[tokio::test]
     async fn a_panicking_load_becomes_an_error_for_everyone() {
         let group = TestGroup::default();
-        let (result, _) = group.work("k", || async { panic!("boom") }).await;
-        assert!(matches!(result, Err(Failed(m)) if m.contains("panic")));
+        let call = group.work("k", || async { panic!("boom") }).await;
+        assert!(matches!(call.result, Err(Failed(m)) if m.contains("panic")));
         assert_eq!(group.in_flight(), 0, "a panicked load is forgotten too");
-        let (again, _) = group.work("k", || async { Ok("v".to_string()) }).await;
-        assert_eq!(again, Ok("v".to_string()));
+        let again = group.work("k", || async { Ok("v".to_string()) }).await;
+        assert_eq!(again.result, Ok("v".to_string()));
     }
 }

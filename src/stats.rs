@@ -45,10 +45,11 @@ impl Stats {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A snapshot, together with the two caches' counters.
-    pub fn snapshot(&self, main_cache: CacheStats, hot_cache: CacheStats) -> NodeStats {
+    /// A snapshot of node `node`, together with its two caches' counters.
+    pub fn snapshot(&self, node: &str, main_cache: CacheStats, hot_cache: CacheStats) -> NodeStats {
         let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
         NodeStats {
+            node: node.to_owned(),
             gets: read(&self.gets),
             cache_hits: read(&self.cache_hits),
             peer_loads: read(&self.peer_loads),
@@ -66,8 +67,16 @@ impl Stats {
 }
 
 /// What `GET /stats` on a frontend returns.
+///
+/// One thing that surprises: `gets` counts Gets, while `main_cache.gets` counts lookups in
+/// the main cache, and a Get that misses looks twice, once in `lookup_cache` and once more
+/// inside its flight (the re-check in `Group::load`). So after one cold Get, `gets` is 1
+/// and `main_cache.gets` is 2.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStats {
+    /// The node's name: its peer address, as the ring and the log lines name it.
+    #[serde(default)]
+    pub node: String,
     pub gets: u64,
     pub cache_hits: u64,
     pub peer_loads: u64,

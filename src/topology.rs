@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use crate::client::{DbClient, FrontendClient};
 use crate::dbserver::{self, Store};
 use crate::frontend::{self, Config};
+use crate::group;
 
 /// How long the clients of a topology wait for an answer.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -73,19 +74,21 @@ impl Topology {
         }
         for (peer, http) in listeners {
             let mut config = Config {
-                me: peer.local_addr()?.to_string(),
-                peers: topology.peers.clone(),
-                db_addr: db_addr.clone(),
-                cache_bytes: 64 << 20,
-                // Deadlines follow the delay, so a slow demo (`--delay 5s`) still loads.
-                db_timeout: delay + Duration::from_secs(5),
-                peer_timeout: delay + Duration::from_secs(8),
-                singleflight: true,
-                use_peers: true,
+                group: group::Config {
+                    me: peer.local_addr()?.to_string(),
+                    peers: topology.peers.clone(),
+                    db_addr: db_addr.clone(),
+                    cache_bytes: 64 << 20,
+                    // Deadlines follow the delay, so a slow demo (`--delay 5s`) still loads.
+                    db_timeout: delay + Duration::from_secs(5),
+                    peer_timeout: delay + Duration::from_secs(8),
+                    singleflight: true,
+                    use_peers: true,
+                },
                 client_timeout: Duration::from_secs(10),
             };
             tweak(&mut config);
-            config.validate().map_err(std::io::Error::other)?;
+            config.group.validate().map_err(std::io::Error::other)?;
             let stop = topology.stopper();
             topology.spawn(async move {
                 // Validated above, so `run` cannot refuse the config.

@@ -108,12 +108,16 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
         if args.no_singleflight {
             argv.push("--no-singleflight".to_owned());
         }
+        if args.quiet_hits {
+            argv.push("--quiet-hits".to_owned());
+        }
         if args.no_peers {
             argv.push("--no-peers".to_owned());
         }
         plan.push((format!("frontend-{port}"), argv));
     }
 
+    check_ports_free(&args.db_addr, &ports)?;
     let stopped = shutdown::signal(); // before any child exists, so no signal goes unheard
     let width = plan.iter().map(|(name, _)| name.len()).max().unwrap_or(8);
     let (exits, mut exited) = mpsc::unbounded_channel::<(String, Exit)>();
@@ -277,4 +281,29 @@ async fn forward(stream: impl AsyncRead + Unpin, prefix: String) {
     while let Ok(Some(line)) = lines.next_line().await {
         println!("{prefix} {line}");
     }
+}
+
+/// Refuses to start when the topology's ports are taken, in one sentence that names them
+/// and the likely reason, instead of one child after another failing to bind.
+fn check_ports_free(db_addr: &str, ports: &[String]) -> Result<(), String> {
+    let mut wanted: Vec<String> = vec![db_addr.to_owned()];
+    for port in ports {
+        let port: u16 = port.parse().expect("made from u16 ports above");
+        wanted.push(format!("127.0.0.1:{port}"));
+        wanted.push(format!("127.0.0.1:{}", port + 1000));
+    }
+    let busy: Vec<&str> = wanted
+        .iter()
+        .filter(|addr| std::net::TcpListener::bind(addr.as_str()).is_err())
+        .map(|addr| addr.rsplit(':').next().unwrap_or(addr))
+        .collect();
+    if busy.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "{} {} in use: is the five-terminal layout, lab/tmux.sh or another 'gclab up' running? \
+         Stop it, or start this one elsewhere with --port and --db-addr",
+        busy.join(", "),
+        if busy.len() == 1 { "is" } else { "are" }
+    ))
 }

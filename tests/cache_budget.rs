@@ -9,7 +9,7 @@ use bytes::Bytes;
 #[tokio::test(flavor = "multi_thread")]
 async fn main_and_hot_stay_within_the_budget_and_count_evictions() {
     const BUDGET: usize = 20_000;
-    let topology = common::start(2, Duration::ZERO, |c| c.cache_bytes = BUDGET).await;
+    let topology = common::start(2, Duration::ZERO, |c| c.group.cache_bytes = BUDGET).await;
     let value = Bytes::from(vec![b'x'; 500]);
     for i in 0..200 {
         topology

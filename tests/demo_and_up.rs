@@ -102,7 +102,12 @@ fn up_runs_a_herd_with_one_database_read_and_ctrl_c_stops_every_child() {
             "the topology did not come up"
         );
         let line = lines.next().expect("up exited early").unwrap();
-        if let Some(pid) = line.split("(pid ").nth(1) {
+        // up's own "started … (pid N)" lines; the dbserver's start-up line names its pid too.
+        if let Some(pid) = line
+            .split("(pid ")
+            .nth(1)
+            .filter(|_| !line.contains("listening"))
+        {
             pids.push(pid.trim_end_matches(')').parse::<i32>().unwrap());
         }
         if line.contains("listening on") || line.contains("clients on http://") {

@@ -48,7 +48,7 @@ async fn herd_reports_exactly_one_database_read_for_a_thousand_cgets() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn herd_without_peers_reads_once_per_frontend() {
-    let topology = start(3, Duration::from_millis(200), |c| c.use_peers = false).await;
+    let topology = start(3, Duration::from_millis(200), |c| c.group.use_peers = false).await;
     let output = run_gclab(&format!(
         "cli herd --requests 300 --frontends {} --db {} --json",
         ports(&topology),
@@ -108,7 +108,7 @@ async fn bench_prints_a_report_with_a_histogram_and_its_json_parses() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn stats_shows_a_row_per_frontend_and_the_dbserver() {
+async fn stats_shows_a_column_per_node_fits_80_columns_and_names_nodes_by_peer_port() {
     let topology = start(3, Duration::ZERO, |_| {}).await;
     topology
         .db
@@ -122,10 +122,34 @@ async fn stats_shows_a_row_per_frontend_and_the_dbserver() {
     let table = String::from_utf8_lossy(&table.stdout);
     assert_eq!(
         table.lines().count(),
-        5,
-        "header, 3 frontends, dbserver:\n{table}"
+        18,
+        "header, 16 counters, dbserver:\n{table}"
     );
+    for line in table.lines() {
+        assert!(
+            line.chars().count() <= 80,
+            "wider than 80 columns: {line:?}"
+        );
+    }
+    // Columns are named like the ring and the log lines name nodes: by peer address.
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    let names: Vec<String> = topology
+        .peers
+        .iter()
+        .map(|p| p.rsplit(':').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(header[1..], names[..], "{table}");
+    // The cget went to the first node (which may have asked the owner: one more get there).
+    let gets_row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(gets_row[..2], ["gets", "1"], "{table}");
     assert!(table.contains("gets 1 · sets 1 · keys 1"), "{table}");
+    let wide = run_gclab(&format!("cli stats --frontends {fe} --db {db} --wide")).await;
+    let wide = String::from_utf8_lossy(&wide.stdout);
+    assert_eq!(
+        wide.lines().count(),
+        5,
+        "header, 3 nodes, dbserver:\n{wide}"
+    );
     let stats = json(&run_gclab(&format!("cli stats --frontends {fe} --db {db} --json")).await);
     let gets: u64 = stats["frontends"]
         .as_array()

@@ -173,16 +173,18 @@ async fn frontend_among(db: &str, others: &[String]) -> (String, FrontendClient)
     let me = peer_listener.local_addr().unwrap().to_string();
     let http = http_listener.local_addr().unwrap().to_string();
     let config = Config {
-        me: me.clone(),
-        peers: std::iter::once(me.clone())
-            .chain(others.iter().cloned())
-            .collect(),
-        db_addr: db.to_owned(),
-        cache_bytes: 1 << 20,
-        db_timeout: Duration::from_millis(200),
-        peer_timeout: Duration::from_millis(300),
-        singleflight: true,
-        use_peers: true,
+        group: gclab::group::Config {
+            me: me.clone(),
+            peers: std::iter::once(me.clone())
+                .chain(others.iter().cloned())
+                .collect(),
+            db_addr: db.to_owned(),
+            cache_bytes: 1 << 20,
+            db_timeout: Duration::from_millis(200),
+            peer_timeout: Duration::from_millis(300),
+            singleflight: true,
+            use_peers: true,
+        },
         client_timeout: TIMEOUT,
     };
     tokio::spawn(frontend::run(

@@ -47,7 +47,10 @@ async fn a_thousand_concurrent_cold_cgets_over_three_frontends_read_the_database
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_singleflight_every_miss_reads_the_database() {
-    let topology = common::start(1, Duration::from_millis(200), |c| c.singleflight = false).await;
+    let topology = common::start(1, Duration::from_millis(200), |c| {
+        c.group.singleflight = false
+    })
+    .await;
     topology
         .db
         .set("herd", Bytes::from_static(b"v"))

@@ -68,7 +68,7 @@ async fn an_unreachable_dbserver_is_a_502_naming_it_and_is_never_cached() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let topology = common::start(1, Duration::ZERO, |c| c.db_addr = closed.to_string()).await;
+    let topology = common::start(1, Duration::ZERO, |c| c.group.db_addr = closed.to_string()).await;
     let fe = topology.http_addr(0);
     let (status, body) = get(format!("http://{fe}/cache/foo")).await;
     assert_eq!(status, 502);

@@ -102,7 +102,8 @@ async fn exit_codes_tell_found_missing_usage_and_unreachable_apart() {
 
     let missing = run_gclab(&format!("cli cget --key nope --frontend {fe}")).await;
     assert_eq!(missing.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("no such key: nope"));
+    assert!(String::from_utf8_lossy(&missing.stderr)
+        .contains("no such key: \"nope\" — the dbserver has none"));
 
     let too_long = run_gclab(&format!(
         "cli cget --key {} --frontend {fe}",

@@ -3,14 +3,13 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser;
-use gclab::args::{self, Command, DbserverArgs, FrontendArgs, Gclab};
-use gclab::{cli, dbserver, demo, fd_limit, frontend, logging, shutdown, up};
+use gclab::args::{Command, DbserverArgs, FrontendArgs, Gclab};
+use gclab::{cli, dbserver, demo, fd_limit, frontend, go_style, logging, shutdown, up};
 use tokio::net::TcpListener;
 
 fn main() -> ExitCode {
     fd_limit::raise();
-    let args = Gclab::parse_from(args::normalize(std::env::args_os()));
+    let args: Gclab = go_style::parse(std::env::args_os());
     match args.command {
         // herd and bench want every core; one request starts faster single-threaded.
         Command::Cli(cli_args) => runtime(cli_args.is_load()).block_on(cli::run(cli_args)),
@@ -45,32 +44,44 @@ fn report(result: Result<(), String>) -> ExitCode {
 }
 
 async fn run_dbserver(args: DbserverArgs) -> Result<(), String> {
-    logging::init();
+    logging::init(false);
     let stop = shutdown::signal();
     let store = dbserver::Store::open(&args.data_dir, args.delay).map_err(|e| e.to_string())?;
     let listener = bind(&args.addr, "dbserver", "--addr").await?;
+    // The whole path, since `gclab-data` is relative to wherever the dbserver was started.
+    let data_dir = std::fs::canonicalize(&args.data_dir).unwrap_or(args.data_dir.clone());
     tracing::info!(
-        "dbserver listening on {} (data in {}, reads wait {})",
+        "dbserver listening on {} (pid {}, data in {}, reads wait {}; log times are UTC)",
         local_addr(&listener),
-        args.data_dir.display(),
+        std::process::id(),
+        data_dir.display(),
         humantime::format_duration(args.delay)
     );
+    // The pid also goes in a file beside the data, so a lab page can `kill -9` exactly this
+    // dbserver (`pkill dbserver` would miss `gclab dbserver` and hit other people's).
+    let pid_file = args.data_dir.join("dbserver.pid");
+    if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
+        tracing::warn!("cannot write {}: {e}", pid_file.display());
+    }
     dbserver::run(listener, Arc::new(store), args.config(), stop).await;
+    let _ = std::fs::remove_file(&pid_file);
     Ok(())
 }
 
 async fn run_frontend(args: FrontendArgs) -> Result<(), String> {
-    logging::init();
+    logging::init(args.quiet_hits);
     let stop = shutdown::signal();
     let (config, http_addr) = args.config()?;
-    let peer_listener = bind(&config.me, "frontend", "--port").await?;
+    let group = &config.group;
+    let peer_listener = bind(&group.me, "frontend", "--port").await?;
     let http_listener = bind(&http_addr, "frontend", "--http-port").await?;
+    let mode = group.mode().map_or(String::new(), |m| format!(" ({m})"));
     tracing::info!(
-        "frontend {}: peers on {}, clients on http://{}, dbserver {}",
-        config.me,
-        config.peers.join(","),
+        "frontend {}{mode}: peers on {}, clients on http://{}, dbserver {}",
+        group.me,
+        group.peers.join(","),
         local_addr(&http_listener),
-        config.db_addr
+        group.db_addr
     );
     frontend::run(peer_listener, http_listener, config, stop)
         .await

@@ -177,7 +177,26 @@ pub async fn measure(plan: &Plan, progress: bool) -> Result<Report, ClientError>
     let mut sources = BTreeMap::new();
     let mut ok = 0u64;
     // The channel closes when the load task and every request it started have finished.
-    while let Some(sample) = rx.recv().await {
+    // Past the sending time, the answers still out are waited for, and the wait is named:
+    // at a rate the servers cannot keep, that is seconds of an otherwise silent screen.
+    let mut drain_at = std::pin::pin!(tokio::time::sleep_until((started + plan.duration).into()));
+    let (mut received, mut draining) = (0u64, false);
+    loop {
+        let sample = tokio::select! {
+            sample = rx.recv() => match sample {
+                Some(sample) => sample,
+                None => break,
+            },
+            () = &mut drain_at, if !draining => {
+                draining = true;
+                let left = sent.load(Ordering::Relaxed).saturating_sub(received);
+                if left > 0 {
+                    bar.println(format!("sending done; draining {left} requests still in flight…"));
+                }
+                continue;
+            }
+        };
+        received += 1;
         latency.saturating_record(sample.micros);
         let status = match sample.outcome {
             Outcome::Found(source) => {
@@ -294,6 +313,7 @@ async fn one_request(frontend: &FrontendClient, keys: u32, since: Instant) -> Sa
         }
         Err(ClientError::Timeout { .. }) => Outcome::Failed("timeout".to_owned()),
         Err(ClientError::Unreachable { reason, .. }) => Outcome::Failed(format!("error: {reason}")),
+        Err(ClientError::WrongServer { .. }) => Outcome::Failed("not a frontend".to_owned()),
     };
     Sample {
         micros: since.elapsed().as_micros() as u64,

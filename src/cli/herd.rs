@@ -34,6 +34,8 @@ pub struct Plan {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub key: String,
+    /// The key's owner (its peer address), as the first frontend named it.
+    pub owner: Option<String>,
     pub requests: usize,
     pub answered: usize,
     pub wrong_values: usize,
@@ -41,8 +43,11 @@ pub struct Report {
     pub errors: usize,
     /// The first error, if any, to say what went wrong.
     pub first_error: Option<String>,
+    /// Whether Ctrl-C stopped the herd before every answer was in.
+    pub interrupted: bool,
     /// How many times the dbserver was read during the herd: its `gets`, after − before.
-    pub db_reads: u64,
+    /// `None` if the dbserver could not be asked afterwards.
+    pub db_reads: Option<u64>,
     pub nodes: Vec<NodeLoads>,
     pub latency_ms: Latency,
     pub seconds: f64,
@@ -52,6 +57,8 @@ pub struct Report {
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeLoads {
     pub frontend: String,
+    /// The node's name (its peer address), as `/stats` and the log lines give it.
+    pub node: String,
     /// Requests the herd sent to this frontend.
     pub requests: usize,
     pub gets: u64,
@@ -61,25 +68,44 @@ pub struct NodeLoads {
     pub peer_loads: u64,
     pub local_loads: u64,
     pub server_requests: u64,
+    /// Why its counters could not be read after the herd, if they could not.
+    pub error: Option<String>,
+}
+
+/// Why a herd could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HerdError {
+    #[error("the dbserver has no {0:?}; leave out --key to use a fresh one")]
+    NoSuchKey(String),
+    #[error(transparent)]
+    Client(#[from] ClientError),
 }
 
 /// Runs the herd and prints the report; the exit code says whether every answer was right.
 pub async fn run(plan: Plan, json: bool) -> u8 {
-    match measure(&plan, !json).await {
+    match measure(&plan, !json, tokio::signal::ctrl_c()).await {
         Ok(report) => {
             print_report(&report, render, json);
-            if report.errors + report.wrong_values + report.not_found == 0 {
+            if report.interrupted {
+                exit::INTERRUPTED
+            } else if report.errors + report.wrong_values + report.not_found == 0 {
                 exit::FOUND
             } else {
                 exit::UNREACHABLE
             }
         }
+        Err(e @ HerdError::NoSuchKey(_)) => fail(exit::NOT_FOUND, &e.to_string(), json),
         Err(e) => fail(exit::UNREACHABLE, &e.to_string(), json),
     }
 }
 
-/// Fires the herd and counts. `progress` shows a bar on stderr (only at a terminal).
-pub async fn measure(plan: &Plan, progress: bool) -> Result<Report, ClientError> {
+/// Fires the herd and counts, until every answer is in or `interrupt` completes (Ctrl-C).
+/// `progress` shows a bar on stderr (only at a terminal).
+pub async fn measure(
+    plan: &Plan,
+    progress: bool,
+    interrupt: impl std::future::Future,
+) -> Result<Report, HerdError> {
     let db = DbClient::new(&plan.db, TIMEOUT);
     let frontends: Vec<FrontendClient> = plan
         .frontends
@@ -90,14 +116,7 @@ pub async fn measure(plan: &Plan, progress: bool) -> Result<Report, ClientError>
     let (key, expected) = match &plan.key {
         Some(key) => match db.get(key).await? {
             Some(value) => (key.clone(), value),
-            None => {
-                return Err(ClientError::Refused {
-                    server: crate::client::Server::Dbserver,
-                    addr: plan.db.clone(),
-                    status: 404,
-                    message: format!("it has no {key}; leave out --key to use a fresh one"),
-                })
-            }
+            None => return Err(HerdError::NoSuchKey(key.clone())),
         },
         None => {
             let key = format!("herd-{}", fastrand_word(8));
@@ -112,6 +131,7 @@ pub async fn measure(plan: &Plan, progress: bool) -> Result<Report, ClientError>
     for frontend in &frontends {
         nodes_before.push(frontend.stats().await?);
     }
+    let owner = frontends[0].owner(&key).await.ok().map(|o| o.owner);
 
     let bar = progress_bar(plan.requests as u64, progress);
     let started = Instant::now();
@@ -133,7 +153,19 @@ pub async fn measure(plan: &Plan, progress: bool) -> Result<Report, ClientError>
         .expect("bounds 1 µs..60 s with 3 digits are valid");
     let (mut answered, mut wrong_values, mut not_found, mut errors) = (0, 0, 0, 0);
     let mut first_error = None;
-    while let Some((answer, took)) = flights.next().await {
+    let mut interrupt = std::pin::pin!(interrupt);
+    let mut interrupted = false;
+    loop {
+        let (answer, took) = tokio::select! {
+            next = flights.next() => match next {
+                Some(next) => next,
+                None => break,
+            },
+            _ = &mut interrupt => {
+                interrupted = true;
+                break;
+            }
+        };
         latency.saturating_record(took.as_micros() as u64);
         bar.inc(1);
         match answer {
@@ -150,30 +182,39 @@ pub async fn measure(plan: &Plan, progress: bool) -> Result<Report, ClientError>
             }
         }
     }
-    drop(flights);
+    drop(flights); // an interrupted herd hangs up on the requests still waiting
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
 
-    // Saturating, in case the dbserver restarted (and its counters with it) mid-herd.
-    let db_reads = db.stats().await?.gets.saturating_sub(db_before);
+    // What the counters say now. A server that cannot be asked (stopping with Ctrl-C, say)
+    // loses its row's numbers, not the whole report. Saturating, in case a server restarted
+    // (and its counters with it) mid-herd.
+    let db_reads = db
+        .stats()
+        .await
+        .ok()
+        .map(|s| s.gets.saturating_sub(db_before));
     let mut nodes = Vec::new();
     for (i, (frontend, before)) in frontends.iter().zip(nodes_before).enumerate() {
-        let after = frontend.stats().await?;
+        let sent =
+            plan.requests / frontends.len() + usize::from(i < plan.requests % frontends.len());
         nodes.push(NodeLoads::between(
             frontend.addr(),
-            plan.requests / frontends.len() + usize::from(i < plan.requests % frontends.len()),
+            sent,
             &before,
-            &after,
+            frontend.stats().await,
         ));
     }
     Ok(Report {
         key,
+        owner,
         requests: plan.requests,
         answered,
         wrong_values,
         not_found,
         errors,
         first_error,
+        interrupted,
         db_reads,
         nodes,
         latency_ms: Latency::of(&latency),
@@ -182,9 +223,19 @@ pub async fn measure(plan: &Plan, progress: bool) -> Result<Report, ClientError>
 }
 
 impl NodeLoads {
-    fn between(frontend: &str, requests: usize, before: &NodeStats, after: &NodeStats) -> Self {
+    fn between(
+        frontend: &str,
+        requests: usize,
+        before: &NodeStats,
+        after: Result<NodeStats, ClientError>,
+    ) -> Self {
+        let (after, error) = match after {
+            Ok(after) => (after, None),
+            Err(e) => (before.clone(), Some(e.to_string())),
+        };
         NodeLoads {
             frontend: frontend.to_owned(),
+            node: before.node.clone(),
             requests,
             // Saturating: a node restarted during the herd starts its counters from zero.
             gets: after.gets.saturating_sub(before.gets),
@@ -194,6 +245,7 @@ impl NodeLoads {
             peer_loads: after.peer_loads.saturating_sub(before.peer_loads),
             local_loads: after.local_loads.saturating_sub(before.local_loads),
             server_requests: after.server_requests.saturating_sub(before.server_requests),
+            error,
         }
     }
 }
@@ -203,14 +255,36 @@ pub fn render(r: &Report) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let frontends: Vec<&str> = r.nodes.iter().map(|n| short(&n.frontend)).collect();
-    let _ = writeln!(
-        out,
-        "herd: {} cgets of {} fired at once over {}, all answered within {:.2} s",
-        r.requests,
-        r.key,
-        frontends.join(", "),
-        r.seconds
-    );
+    if r.interrupted {
+        let _ = writeln!(
+            out,
+            "herd interrupted (Ctrl-C) after {:.2} s: {} cgets of {} sent over {}, {} answered",
+            r.seconds,
+            r.requests,
+            r.key,
+            frontends.join(", "),
+            r.answered + r.not_found + r.errors
+        );
+        let owner = r
+            .owner
+            .as_deref()
+            .map_or("its owner".to_owned(), |o| short(o).to_owned());
+        let _ = writeln!(
+            out,
+            "  the load of {} is still in flight on {owner}: it finishes, and is cached, \
+             without the cli",
+            r.key
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "herd: {} cgets of {} fired at once over {}, all answered within {:.2} s",
+            r.requests,
+            r.key,
+            frontends.join(", "),
+            r.seconds
+        );
+    }
     let _ = writeln!(
         out,
         "  answered {} of {} · wrong values {} · not found {} · errors {}",
@@ -219,33 +293,43 @@ pub fn render(r: &Report) -> String {
     if let Some(e) = &r.first_error {
         let _ = writeln!(out, "  first error: {e}");
     }
-    let _ = writeln!(out, "  database reads: {}", r.db_reads);
-    let _ = writeln!(
-        out,
-        "  {:<22} {:>8} {:>6} {:>6} {:>6} {:>8} {:>10} {:>11} {:>12}",
-        "frontend",
-        "requests",
-        "gets",
-        "hits",
-        "loads",
-        "deduped",
-        "peer_loads",
-        "local_loads",
-        "from_peers"
-    );
-    for n in &r.nodes {
+    match r.db_reads {
+        Some(reads) => {
+            let _ = writeln!(out, "  database reads: {reads}");
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "  database reads: unknown (the dbserver did not answer)"
+            );
+        }
+    }
+    let up: Vec<&NodeLoads> = r.nodes.iter().filter(|n| n.error.is_none()).collect();
+    let heads: Vec<String> = up.iter().map(|n| short(&n.node).to_owned()).collect();
+    let row = |label: &str, value: fn(&NodeLoads) -> String| {
+        (label.to_owned(), up.iter().map(|n| value(n)).collect())
+    };
+    let rows = vec![
+        row("requests", |n| n.requests.to_string()),
+        row("gets", |n| n.gets.to_string()),
+        row("cache_hits", |n| n.cache_hits.to_string()),
+        row("loads", |n| n.loads.to_string()),
+        row("loads_deduped", |n| n.loads_deduped.to_string()),
+        row("peer_loads", |n| n.peer_loads.to_string()),
+        row("local_loads", |n| n.local_loads.to_string()),
+        row("server_requests", |n| n.server_requests.to_string()),
+    ];
+    if !up.is_empty() {
+        for line in super::table("  node", &heads, &rows).lines() {
+            let _ = writeln!(out, "  {}", line.trim_start_matches("  "));
+        }
+    }
+    for n in r.nodes.iter().filter(|n| n.error.is_some()) {
         let _ = writeln!(
             out,
-            "  {:<22} {:>8} {:>6} {:>6} {:>6} {:>8} {:>10} {:>11} {:>12}",
-            n.frontend,
-            n.requests,
-            n.gets,
-            n.cache_hits,
-            n.loads,
-            n.loads_deduped,
-            n.peer_loads,
-            n.local_loads,
-            n.server_requests
+            "  {}: counters unknown ({})",
+            short(&n.frontend),
+            n.error.as_deref().unwrap_or_default()
         );
     }
     let l = &r.latency_ms;
@@ -264,9 +348,14 @@ pub fn progress_bar(len: u64, visible: bool) -> indicatif::ProgressBar {
     }
     let bar = indicatif::ProgressBar::new(len);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40.cyan/blue} {pos}/{len} answered {msg}")
-            .expect("the template is valid"),
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {bar:40.cyan/blue} {pos}/{len} answered · {elapsed} {msg}",
+        )
+        .expect("the template is valid"),
     );
+    // Redrawn on a timer, not only when an answer arrives: under `--delay 5s` nothing
+    // arrives for five seconds, and a still screen looks like a hang.
+    bar.enable_steady_tick(std::time::Duration::from_millis(100));
     bar
 }
 

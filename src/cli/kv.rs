@@ -4,7 +4,7 @@
 //! terminal, one more line there explains the answer:
 //!
 //! ```text
-//! bar  ← 9002 · owner 8001 · from peer · 1.2 ms
+//! bar  ← 8002 · owner 8001 · from peer · 1.2 ms
 //! ```
 //!
 //! `--json` prints everything as one object on stdout instead. Exit codes: 0 found,
@@ -12,6 +12,7 @@
 //! not be reached or failed.
 
 use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -37,9 +38,18 @@ pub async fn run(command: CliCommand, json: bool) -> u8 {
     }
     let started = Instant::now();
     match command {
-        CliCommand::Set { key, value, db } => {
+        CliCommand::Set {
+            key,
+            value,
+            value_file,
+            db,
+        } => {
+            let value = match read_value(value, value_file) {
+                Ok(value) => value,
+                Err(message) => return out.error(exit::USAGE, &message),
+            };
             let db = DbClient::new(&db, TIMEOUT);
-            match db.set(&key, Bytes::from(value)).await {
+            match db.set(&key, value).await {
                 Ok(()) => out.stored(&key, db.addr(), started.elapsed()),
                 Err(e) => out.client_error(&e),
             }
@@ -54,7 +64,7 @@ pub async fn run(command: CliCommand, json: bool) -> u8 {
                     json!({"source": "db", "dbserver": db.addr()}),
                     started.elapsed(),
                 ),
-                Ok(None) => out.not_found(&key, &format!("dbserver {}", db.addr())),
+                Ok(None) => out.not_found(&key, &format!("dbserver {}", short(db.addr()))),
                 Err(e) => out.client_error(&e),
             }
         }
@@ -67,9 +77,11 @@ pub async fn run(command: CliCommand, json: bool) -> u8 {
             let frontend = FrontendClient::new(&addr, TIMEOUT);
             match frontend.cget(&key).await {
                 Ok(Some(cached)) => {
+                    // Nodes go by their peer address, as in the ring and the log lines:
+                    // asked at 9002, the node that answers is 8002.
                     let story = format!(
                         "{} · owner {} · from {}",
-                        short(&addr),
+                        short(&cached.node),
                         short(&cached.owner),
                         logging::source(&cached.source)
                     );
@@ -81,11 +93,32 @@ pub async fn run(command: CliCommand, json: bool) -> u8 {
                     });
                     out.value(&key, &cached.value, &story, facts, started.elapsed())
                 }
-                Ok(None) => out.not_found(&key, &format!("frontend {addr}")),
+                Ok(None) => out.not_found(&key, &format!("through frontend {}", short(&addr))),
                 Err(e) => out.client_error(&e),
             }
         }
         _ => unreachable!("cli::run sends only set, get and cget here"),
+    }
+}
+
+/// The value to set: the `--value` text, stdin for `--value -`, or `--value-file`'s bytes.
+fn read_value(value: Option<String>, file: Option<PathBuf>) -> Result<Bytes, String> {
+    use std::io::Read;
+    match (value.as_deref(), file) {
+        (Some("-"), _) => {
+            let mut bytes = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut bytes)
+                .map_err(|e| format!("cannot read the value from stdin: {e}"))?;
+            Ok(Bytes::from(bytes))
+        }
+        (_, Some(path)) => std::fs::read(&path)
+            .map(Bytes::from)
+            .map_err(|e| format!("cannot read --value-file {}: {e}", path.display())),
+        (Some(_), None) => Ok(Bytes::from(value.unwrap_or_default())),
+        (None, None) => {
+            Err("give the value with --value, --value - (stdin) or --value-file".into())
+        }
     }
 }
 
@@ -147,7 +180,8 @@ impl Output {
         if self.json {
             println!("{}", json!({"key": key, "found": false, "asked": asked}));
         }
-        eprintln!("no such key: {key} ({asked} has none)");
+        // Quoted, so that a key of spaces (or none visible) can be seen.
+        eprintln!("no such key: {key:?} — the dbserver has none (asked {asked})");
         exit::NOT_FOUND
     }
 

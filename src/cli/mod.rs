@@ -7,7 +7,7 @@
 //!
 //! Values and reports go to stdout, explanations and errors to stderr. Exit codes: 0 found
 //! (or done), 1 not found, 2 usage error (clap's own, or a request a server refused),
-//! 3 a server could not be reached or failed.
+//! 3 a server could not be reached or failed, 130 interrupted by Ctrl-C.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -29,6 +29,8 @@ pub mod exit {
     pub const NOT_FOUND: u8 = 1;
     pub const USAGE: u8 = 2;
     pub const UNREACHABLE: u8 = 3;
+    /// Stopped by Ctrl-C (128 + SIGINT, as shells report it).
+    pub const INTERRUPTED: u8 = 130;
 }
 
 /// Runs one cli command and returns the process's exit code.
@@ -75,9 +77,10 @@ pub async fn run(args: CliArgs) -> ExitCode {
             frontends,
             db,
             watch,
+            wide,
         } => {
             let frontends: Vec<String> = frontends.iter().map(|f| address(f)).collect();
-            stats::run(&frontends, &address(&db), watch, json).await
+            stats::run(&frontends, &address(&db), watch, wide, json).await
         }
         command => kv::run(command, json).await,
     };
@@ -107,6 +110,42 @@ pub fn fail(code: u8, message: &str, json: bool) -> u8 {
     }
     eprintln!("error: {message}");
     code
+}
+
+/// A plain-text table: `corner` over the row labels, then a right-aligned column per head.
+pub fn table(corner: &str, heads: &[String], rows: &[(String, Vec<String>)]) -> String {
+    use std::fmt::Write;
+    let label_width = rows
+        .iter()
+        .map(|(label, _)| label.chars().count())
+        .chain([corner.chars().count()])
+        .max()
+        .unwrap_or(0);
+    let widths: Vec<usize> = heads
+        .iter()
+        .enumerate()
+        .map(|(i, head)| {
+            rows.iter()
+                .filter_map(|(_, values)| values.get(i))
+                .map(|v| v.chars().count())
+                .chain([head.chars().count(), 6])
+                .max()
+                .unwrap_or(6)
+        })
+        .collect();
+    let mut out = String::new();
+    let mut line = |label: &str, cells: &[String]| {
+        let _ = write!(out, "{label:<label_width$}");
+        for (cell, width) in cells.iter().zip(&widths) {
+            let _ = write!(out, "  {cell:>width$}");
+        }
+        out.push('\n');
+    };
+    line(corner, heads);
+    for (label, values) in rows {
+        line(label, values);
+    }
+    out
 }
 
 /// `127.0.0.1:9002` → `9002`: on one machine the port is the name a person recognises.

@@ -14,7 +14,7 @@ use crate::client::{DbClient, FrontendClient};
 use crate::stats::{DbStats, NodeStats};
 
 /// Prints the table once, or every second with `watch` until Ctrl-C.
-pub async fn run(frontends: &[String], db: &str, watch: bool, json: bool) -> u8 {
+pub async fn run(frontends: &[String], db: &str, watch: bool, wide: bool, json: bool) -> u8 {
     let clients: Vec<FrontendClient> = frontends
         .iter()
         .map(|a| FrontendClient::new(a, TIMEOUT))
@@ -41,7 +41,7 @@ pub async fn run(frontends: &[String], db: &str, watch: bool, json: bool) -> u8 
             if watch && std::io::stdout().is_terminal() {
                 print!("\x1b[2J\x1b[H"); // clear the screen, cursor home
             }
-            print!("{}", render(&nodes, db.addr(), &db_stats));
+            print!("{}", render(&nodes, db.addr(), &db_stats, wide));
         }
         let all_up = nodes.iter().all(|(_, s)| s.is_ok()) && db_stats.is_ok();
         if !watch {
@@ -60,57 +60,89 @@ pub async fn run(frontends: &[String], db: &str, watch: bool, json: bool) -> u8 
 
 type Row = (String, Result<NodeStats, String>);
 
-/// Every node's stats; a node that does not answer gets its error instead.
+/// Every node's stats, asked of all at once; a node that does not answer gets its error.
 pub async fn collect(
     frontends: &[FrontendClient],
     db: &DbClient,
 ) -> (Vec<Row>, Result<DbStats, String>) {
-    let mut nodes = Vec::new();
-    for frontend in frontends {
+    let asks = frontends.iter().map(|frontend| async move {
         let stats = frontend.stats().await.map_err(|e| e.to_string());
-        nodes.push((frontend.addr().to_owned(), stats));
-    }
-    (nodes, db.stats().await.map_err(|e| e.to_string()))
+        (frontend.addr().to_owned(), stats)
+    });
+    let (nodes, db) = tokio::join!(futures::future::join_all(asks), db.stats());
+    (nodes, db.map_err(|e| e.to_string()))
 }
 
-/// The table.
-pub fn render(nodes: &[Row], db_addr: &str, db: &Result<DbStats, String>) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<10} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} │ {:>6} {:>9} {:>6} │ {:>6} {:>9} {:>6}",
-        "frontend", "gets", "hits", "loads", "deduped", "peer_ld", "peer_er", "local", "loc_err", "srv_req",
-        "failovr",
-        "main#", "main_B", "evict", "hot#", "hot_B", "evict"
-    );
+/// Every counter of a node, by its name in `/stats`.
+pub fn counters(s: &NodeStats) -> Vec<(&'static str, u64)> {
+    vec![
+        ("gets", s.gets),
+        ("cache_hits", s.cache_hits),
+        ("loads", s.loads),
+        ("loads_deduped", s.loads_deduped),
+        ("peer_loads", s.peer_loads),
+        ("peer_errors", s.peer_errors),
+        ("local_loads", s.local_loads),
+        ("local_load_errs", s.local_load_errs),
+        ("server_requests", s.server_requests),
+        ("failovers", s.failovers),
+        ("main_cache.items", s.main_cache.items),
+        ("main_cache.bytes", s.main_cache.bytes),
+        ("main_cache.evictions", s.main_cache.evictions),
+        ("hot_cache.items", s.hot_cache.items),
+        ("hot_cache.bytes", s.hot_cache.bytes),
+        ("hot_cache.evictions", s.hot_cache.evictions),
+    ]
+}
+
+/// The table: a column per node and a row per counter, which fits 80 columns for up to
+/// five nodes; `wide` turns it round, a row per node, for many nodes on a wide terminal.
+/// Either way the counters keep their `/stats` names, the same as in `herd`'s table.
+pub fn render(nodes: &[Row], db_addr: &str, db: &Result<DbStats, String>, wide: bool) -> String {
+    let name = |addr: &str, stats: &Result<NodeStats, String>| match stats {
+        Ok(s) if !s.node.is_empty() => short(&s.node).to_owned(),
+        _ => format!("({})", short(addr)),
+    };
+    let up: Vec<(String, &NodeStats)> = nodes
+        .iter()
+        .filter_map(|(addr, stats)| stats.as_ref().ok().map(|s| (name(addr, stats), s)))
+        .collect();
+    let names: Vec<String> = up.iter().map(|(n, _)| n.clone()).collect();
+    let labels: Vec<&str> = counters(&NodeStats::default())
+        .iter()
+        .map(|(l, _)| *l)
+        .collect();
+    let mut out = if up.is_empty() {
+        String::new()
+    } else if wide {
+        let rows: Vec<(String, Vec<String>)> = up
+            .iter()
+            .map(|(n, s)| {
+                (
+                    n.clone(),
+                    counters(s).iter().map(|(_, v)| v.to_string()).collect(),
+                )
+            })
+            .collect();
+        let heads: Vec<String> = labels.iter().map(|l| (*l).to_owned()).collect();
+        super::table("node", &heads, &rows)
+    } else {
+        let rows: Vec<(String, Vec<String>)> = labels
+            .iter()
+            .enumerate()
+            .map(|(i, label)| {
+                let values = up
+                    .iter()
+                    .map(|(_, s)| counters(s)[i].1.to_string())
+                    .collect();
+                ((*label).to_owned(), values)
+            })
+            .collect();
+        super::table("node", &names, &rows)
+    };
     for (addr, stats) in nodes {
-        match stats {
-            Ok(s) => {
-                let _ = writeln!(
-                    out,
-                    "{:<10} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} │ {:>6} {:>9} {:>6} │ {:>6} {:>9} {:>6}",
-                    short(addr),
-                    s.gets,
-                    s.cache_hits,
-                    s.loads,
-                    s.loads_deduped,
-                    s.peer_loads,
-                    s.peer_errors,
-                    s.local_loads,
-                    s.local_load_errs,
-                    s.server_requests,
-                    s.failovers,
-                    s.main_cache.items,
-                    s.main_cache.bytes,
-                    s.main_cache.evictions,
-                    s.hot_cache.items,
-                    s.hot_cache.bytes,
-                    s.hot_cache.evictions,
-                );
-            }
-            Err(e) => {
-                let _ = writeln!(out, "{:<10} unreachable: {e}", short(addr));
-            }
+        if let Err(e) = stats {
+            let _ = writeln!(out, "frontend {}: unreachable: {e}", short(addr));
         }
     }
     match db {

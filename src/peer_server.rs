@@ -1,0 +1,106 @@
+//! The peer server: how a frontend answers the other frontends' [`Peer::get`] calls.
+//!
+//! It sits above both the Get path ([`Group`]) and the RPC definitions ([`crate::peers`]),
+//! and wires one to the other, the way groupcache's HTTP pool calls into its group. That
+//! keeps `peers` free of the Get path, so the group can use the peer clients without the
+//! two modules needing each other.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tarpc::context;
+use tarpc::server::{BaseChannel, Channel};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use crate::group::{GetError, Group};
+use crate::key;
+use crate::peers::{transport, Peer, MAX_VALUE_TO_SHARE};
+
+/// Answers peers with this node's [`Group`].
+#[derive(Clone)]
+struct PeerServer {
+    group: Arc<Group>,
+    /// Askers not in this node's `--peers`, each warned about once.
+    strangers: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Peer for PeerServer {
+    async fn get(
+        self,
+        _: context::Context,
+        from: String,
+        key: String,
+    ) -> Result<Option<Bytes>, String> {
+        key::validate(&key).map_err(|e| e.to_string())?;
+        self.check_asker(&from);
+        tracing::info!(kind = "peer", "peer asked for {key}");
+        match self.group.serve_peer(&key).await {
+            // A reply over the frame limit would break the connection for every call on it,
+            // and the asker would take this node for dead; a refusal makes it load the value
+            // itself instead.
+            Ok(got) if got.value.len() > MAX_VALUE_TO_SHARE => Err(format!(
+                "{key} is {} bytes, more than a peer reply carries ({MAX_VALUE_TO_SHARE})",
+                got.value.len()
+            )),
+            Ok(got) => Ok(Some(got.value)),
+            Err(GetError::NotFound) => Ok(None),
+            Err(GetError::Unavailable(reason)) => Err(reason),
+        }
+    }
+}
+
+impl PeerServer {
+    /// Warns, once per asker, when a peer this node does not list asks it: the two were
+    /// given different `--peers`, so they may disagree about who owns what.
+    fn check_asker(&self, from: &str) {
+        if self.group.knows(from) {
+            return;
+        }
+        let mut strangers = self
+            .strangers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if strangers.insert(from.to_owned()) {
+            tracing::warn!(
+                "{from} asks this node for keys but is not in its --peers: give every \
+                 frontend the same list, or they disagree about who owns what"
+            );
+        }
+    }
+}
+
+/// Serves peers on `listener` until `shutdown` completes; then drops every connection.
+pub async fn serve(listener: TcpListener, group: Arc<Group>, shutdown: impl Future<Output = ()>) {
+    let server = PeerServer {
+        group,
+        strangers: Arc::default(),
+    };
+    let mut connections = JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(_) = connections.join_next() => {} // reap connections that closed
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let channel = BaseChannel::with_defaults(transport(stream));
+                    connections.spawn(channel.execute(server.clone().serve()).for_each(|call| async {
+                        // Each call in its own task, so one slow load does not hold up
+                        // the other calls on the same connection.
+                        tokio::spawn(call);
+                    }));
+                }
+                Err(e) => {
+                    // Usually "too many open files": wait a moment instead of spinning.
+                    tracing::warn!("accepting a peer connection failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+}
