@@ -4,7 +4,7 @@
 #
 #   bash bench/rss.sh > rss.json              (bench/all.sh runs it with the others)
 #
-# Needs: curl, jq. Knobs: ROUNDS=3 RSS_KEYS=100000; GCLAB=path to skip the build.
+# Needs: curl, jq. Knobs: ROUNDS=3 RSS_KEYS=100000 SETTLE_SECONDS=3; GCLAB=path to skip the build.
 #
 # A dbserver without delay (100,000 cold reads at 300 ms would take a while) holds
 # rsskey1..rsskeyN. Each round starts a fresh frontend that is its own only peer, so it
@@ -37,6 +37,7 @@ render() {
 begin
 
 RSS_KEYS=${RSS_KEYS:-100000}
+SETTLE_SECONDS=${SETTLE_SECONDS:-3}
 VALUE_BYTES=100
 DB=127.0.0.1:18081
 PEER_PORT=18011
@@ -71,6 +72,9 @@ for ((round = 1; round <= ROUNDS; round++)); do
     wait_for "$FRONTEND/stats" "$pid"
     idle=$(vmrss_kib "$pid")
     curl_all "$WORK/get.cfg" 200
+    # At rest: the allocator hands pages freed by the fill's request buffers back within
+    # about a second (the binary sets jemalloc's decay; see src/bin/gclab.rs).
+    sleep "$SETTLE_SECONDS"
     full=$(vmrss_kib "$pid")
     curl -fsS --max-time 5 "$FRONTEND/stats" |
         jq -c --argjson round "$round" --argjson idle "$idle" --argjson full "$full" \

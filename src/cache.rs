@@ -6,13 +6,16 @@
 //! (`Group::populate_cache`), because deciding *which* cache gives way is policy, not
 //! bookkeeping.
 //!
-//! The LRU list itself comes from the `lru` crate: keeping a linked list and a map in step
-//! is not the lesson here.
+//! The LRU list itself comes from the `schnellru` crate: keeping a linked list and a map in
+//! step is not the lesson here. schnellru rather than the `lru` crate, because it keeps each
+//! entry inside its hash table, linked by index, where `lru` allocates a node per entry:
+//! measured in bench/rss.sh, that is about 30 bytes a key less, on entries of ~110 bytes.
 
 use std::sync::{Mutex, PoisonError};
 
 use bytes::Bytes;
-use lru::LruCache;
+use compact_str::CompactString;
+use schnellru::{LruMap, Unlimited};
 use serde::{Deserialize, Serialize};
 
 /// One LRU cache with byte accounting. Cheap to share: every method takes `&self`.
@@ -23,7 +26,9 @@ pub struct Cache {
 }
 
 struct Inner {
-    lru: LruCache<String, Bytes>,
+    // `CompactString`, not `String`: most keys are short, and a short one then lives in the
+    // entry itself instead of in an allocation of its own (1.5 MiB less for 100,000 keys).
+    lru: LruMap<CompactString, Bytes, Unlimited>,
     bytes: usize,
     stats: CacheStats,
 }
@@ -47,7 +52,7 @@ impl Default for Cache {
     fn default() -> Self {
         Cache {
             inner: Mutex::new(Inner {
-                lru: LruCache::unbounded(),
+                lru: LruMap::new(Unlimited),
                 bytes: 0,
                 stats: CacheStats::default(),
             }),
@@ -65,7 +70,7 @@ impl Cache {
     pub fn get(&self, key: &str) -> Option<Bytes> {
         let mut inner = self.lock();
         inner.stats.gets += 1;
-        let value = inner.lru.get(key).cloned();
+        let value = inner.lru.get(key).map(|v| v.clone());
         if value.is_some() {
             inner.stats.hits += 1;
         }
@@ -76,8 +81,14 @@ impl Cache {
     pub fn add(&self, key: &str, value: Bytes) {
         let mut inner = self.lock();
         let added = entry_bytes(key, &value);
-        if let Some(old) = inner.lru.put(key.to_owned(), value) {
-            inner.bytes -= entry_bytes(key, &old);
+        match inner.lru.get(key) {
+            Some(slot) => {
+                let old = std::mem::replace(slot, value);
+                inner.bytes -= entry_bytes(key, &old);
+            }
+            None => {
+                inner.lru.insert(CompactString::from(key), value);
+            }
         }
         inner.bytes += added;
     }
@@ -85,7 +96,7 @@ impl Cache {
     /// Evicts the least recently used entry; false if the cache was empty.
     pub fn remove_oldest(&self) -> bool {
         let mut inner = self.lock();
-        match inner.lru.pop_lru() {
+        match inner.lru.pop_oldest() {
             Some((key, value)) => {
                 inner.bytes -= entry_bytes(&key, &value);
                 inner.stats.evictions += 1;

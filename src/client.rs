@@ -163,6 +163,10 @@ impl Endpoint {
         let http = Client::builder(TokioExecutor::new())
             // The timer closes pooled connections that sat idle, instead of keeping them forever.
             .pool_timer(TokioTimer::new())
+            // Enough idle connections for a burst of loads to reuse; past that, a connection
+            // made for a herd is closed after use rather than kept, with its buffers, for
+            // the pool's 90 s idle timeout.
+            .pool_max_idle_per_host(16)
             .build(connector);
         Endpoint {
             http,

@@ -140,7 +140,7 @@ async fn a_herd_of_a_key_that_does_not_exist_exits_1_and_quotes_the_key() {
 async fn a_herd_interrupted_by_ctrl_c_says_what_it_has_and_where_the_load_still_is() {
     let topology = common::start(3, Duration::from_secs(5), |_| {}).await;
     let frontends: Vec<&str> = (0..3).map(|i| topology.http_addr(i)).collect();
-    let mut herd = common::gclab()
+    let herd = common::gclab()
         .args(["cli", "herd", "--requests", "30", "--frontends"])
         .arg(frontends.join(","))
         .args(["--db", topology.db_addr()])
