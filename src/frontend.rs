@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use tokio::net::TcpListener;
+use warp::http::header::{HeaderName, HeaderValue};
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
@@ -62,13 +63,7 @@ pub async fn run(
         &config.group.db_addr,
         config.group.db_timeout,
     )));
-    let api = Arc::new(Api {
-        metrics: Metrics::new(
-            "source",
-            &["main", "hot", "peer", "db", "not_found", "error"],
-        ),
-        group: Arc::clone(&group),
-    });
+    let api = Arc::new(Api::new(Arc::clone(&group), &config.group.peers));
     // Both servers stop on the same signal; `shared` lets several futures await one.
     let shutdown = shutdown.boxed().shared();
     let stopping = Arc::clone(&group);
@@ -94,11 +89,43 @@ pub async fn run(
     Ok(())
 }
 
-/// What the HTTP handlers share: the Get path and the request metrics.
+/// What the HTTP handlers share: the Get path, the request metrics, and the header values
+/// every answer carries, made once rather than on every cache hit.
 pub struct Api {
     pub group: Arc<Group>,
     pub metrics: Metrics,
+    /// `x-gclab-node`: this node's name.
+    node: HeaderValue,
+    /// `x-gclab-owner` for each peer that can own a key.
+    owners: Vec<(String, HeaderValue)>,
 }
+
+impl Api {
+    fn new(group: Arc<Group>, peers: &[String]) -> Api {
+        Api {
+            metrics: Metrics::new(
+                "source",
+                &["main", "hot", "peer", "db", "not_found", "error"],
+            ),
+            node: header(group.me()),
+            owners: peers.iter().map(|p| (p.clone(), header(p))).collect(),
+            group,
+        }
+    }
+
+    /// The `x-gclab-owner` value for `key`.
+    fn owner_header(&self, key: &str) -> HeaderValue {
+        let owner = self.group.owner(key);
+        self.owners
+            .iter()
+            .find(|(peer, _)| peer == owner)
+            .map_or_else(|| header(owner), |(_, value)| value.clone())
+    }
+}
+
+const NODE: HeaderName = HeaderName::from_static("x-gclab-node");
+const OWNER: HeaderName = HeaderName::from_static("x-gclab-owner");
+const SOURCE: HeaderName = HeaderName::from_static("x-gclab-source");
 
 /// Every route, with rejections turned into clear error bodies.
 pub fn routes(api: Arc<Api>) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
@@ -156,9 +183,9 @@ async fn cache_get(raw_key: String, api: Arc<Api>) -> Result<warp::reply::Respon
         Ok(got) => {
             let mut response = http::value(got.value);
             let headers = response.headers_mut();
-            headers.insert("x-gclab-node", header(group.me()));
-            headers.insert("x-gclab-owner", header(group.owner(&key)));
-            headers.insert("x-gclab-source", header(got.source.as_str()));
+            headers.insert(NODE, api.node.clone());
+            headers.insert(OWNER, api.owner_header(&key));
+            headers.insert(SOURCE, HeaderValue::from_static(got.source.as_str()));
             (response, got.source.as_str())
         }
         Err(GetError::NotFound) => (
@@ -190,14 +217,13 @@ async fn owner_get(raw_key: String, api: Arc<Api>) -> Result<warp::reply::Respon
                 score: format!("{score:016x}"),
             })
             .collect(),
-        key,
+        key: key.into_owned(),
     }))
 }
 
-/// A header value from one of our own names (peer addresses, sources): always visible ASCII.
-fn header(value: &str) -> warp::http::HeaderValue {
-    warp::http::HeaderValue::from_str(value)
-        .unwrap_or_else(|_| warp::http::HeaderValue::from_static("?"))
+/// A header value from one of our own names (peer addresses): always visible ASCII.
+fn header(value: &str) -> HeaderValue {
+    HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static("?"))
 }
 
 /// Says in one line, at start-up, if `--db` answers but is not a dbserver: otherwise the
