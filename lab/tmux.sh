@@ -6,6 +6,12 @@
 #   Ctrl-b d                    leave it running in the background; `tmux attach -t gclab` returns
 #   Ctrl-b o                    move to the next pane (or click it)
 #   tmux kill-session -t gclab  stop everything: each server shuts down cleanly
+#   Ctrl-b z                    zoom the pane you are in to the whole window, and back
+#
+# The panes are laid out two across, the cli pane along the bottom. A frontend's start-up
+# line is 151 characters, so no start-up line wraps in a terminal at least 303 columns wide;
+# 60 rows give each pane 19, enough for `bin/gclab cli stats` in the cli pane. Smaller works
+# too: a long line then takes two rows.
 set -euo pipefail
 
 session=${GCLAB_TMUX_SESSION:-gclab}
@@ -48,6 +54,7 @@ tmux select-pane -t "$pane" -T cli
 tmux select-layout -t "$session:lab" tiled >/dev/null
 tmux send-keys -t "$pane" "# the cli terminal: try  bin/cli -set -key foo -value bar  then  bin/cli -cget -key foo" Enter
 tmux send-keys -t "$pane" "# leave with Ctrl-b d (servers keep running); stop all with  tmux kill-session -t $session" Enter
+tmux send-keys -t "$pane" "# no line wraps at 303x60 or larger; Ctrl-b z zooms a pane to the whole window and back" Enter
 
 if [ "${GCLAB_TMUX_DETACHED:-0}" = 1 ]; then
     echo "opened tmux session '$session'; attach with 'tmux attach -t $session'"

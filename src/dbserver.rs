@@ -100,7 +100,11 @@ impl Store {
     /// Opens (or creates) the sled database in `dir`; every read will wait `delay`.
     pub fn open(dir: &Path, delay: Duration) -> Result<Store, OpenError> {
         let db = open_sled(dir).map_err(|e| OpenError {
-            dir: dir.display().to_string(),
+            // Whole, since a relative `gclab-data` depends on where the dbserver was started.
+            dir: std::path::absolute(dir)
+                .unwrap_or_else(|_| dir.to_owned())
+                .display()
+                .to_string(),
             reason: if is_locked(&e) {
                 "it is locked — is another dbserver using it?".to_owned()
             } else {

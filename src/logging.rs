@@ -65,6 +65,12 @@ pub fn init(quiet_hits: bool) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // When stderr is gone (its terminal closed: `tmux kill-session`), a line that cannot
+        // be written is dropped. tracing-subscriber's default reports the failure with
+        // `eprintln!`, to the same dead stderr, which panics: the task that logged died
+        // half-way through, and a node could be left with its peer port closed and its
+        // HTTP port still serving, deaf to the SIGHUP that should have stopped it.
+        .log_internal_errors(false)
         .event_format(Line)
         .try_init();
 }

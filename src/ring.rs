@@ -70,7 +70,7 @@ struct PinnedHasher;
 
 /// Any fixed pair would do. This one ("groupcac", "he-lab!#") was picked so that the
 /// walkthrough's key `foo` is owned by 8001, the frontend it asks first: its first `cget`
-/// loads from the database, its second is a `main` cache hit, and 9002 then asks 8001.
+/// loads from the database, its second is a `main` cache hit, and 8002 (asked at 9002) then asks 8001.
 const SIP_KEYS: (u64, u64) = (0x6772_6f75_7063_6163, 0x6865_2d6c_6162_2123);
 
 impl NodeHasher<String> for PinnedHasher {

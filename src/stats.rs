@@ -71,7 +71,8 @@ impl Stats {
 /// One thing that surprises: `gets` counts Gets, while `main_cache.gets` counts lookups in
 /// the main cache, and a Get that misses looks twice, once in `lookup_cache` and once more
 /// inside its flight (the re-check in `Group::load`). So after one cold Get, `gets` is 1
-/// and `main_cache.gets` is 2.
+/// and `main_cache.gets` is 2. Likewise a Get that finds the value on that re-check counts
+/// in `loads` and in `cache_hits`, so `cache_hits + loads` can be more than `gets`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStats {
     /// The node's name: its peer address, as the ring and the log lines name it.

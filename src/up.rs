@@ -108,11 +108,11 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
         if args.no_singleflight {
             argv.push("--no-singleflight".to_owned());
         }
-        if args.quiet_hits {
-            argv.push("--quiet-hits".to_owned());
-        }
         if args.no_peers {
             argv.push("--no-peers".to_owned());
+        }
+        if args.quiet_hits {
+            argv.push("--quiet-hits".to_owned());
         }
         plan.push((format!("frontend-{port}"), argv));
     }

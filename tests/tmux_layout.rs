@@ -121,13 +121,16 @@ fn tmux_sh_opens_five_panes_running_the_lab() {
         std::thread::sleep(Duration::from_millis(50));
     }
     drop(guard);
-    // Closing the session hangs up on every pane; each server shuts down on SIGHUP.
+    // Closing the session hangs up on every pane; each server shuts down on SIGHUP, every
+    // one of its ports with it (a node once kept its HTTP port after its terminal was gone).
     let deadline = Instant::now() + Duration::from_secs(15);
-    while std::net::TcpStream::connect(("127.0.0.1", 8080)).is_ok() {
-        assert!(
-            Instant::now() < deadline,
-            "the dbserver outlived its tmux session"
-        );
-        std::thread::sleep(Duration::from_millis(50));
+    for port in [8080, 8001, 8002, 8003, 9001, 9002, 9003] {
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            assert!(
+                Instant::now() < deadline,
+                "port {port} is still served after its tmux session was killed"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }

@@ -142,7 +142,8 @@ pub fn render(nodes: &[Row], db_addr: &str, db: &Result<DbStats, String>, wide: 
     };
     for (addr, stats) in nodes {
         if let Err(e) = stats {
-            let _ = writeln!(out, "frontend {}: unreachable: {e}", short(addr));
+            // It did not answer, so its node name is unknown: named by the address asked.
+            let _ = writeln!(out, "({}): unreachable: {e}", short(addr));
         }
     }
     match db {
