@@ -59,13 +59,20 @@ async fn narrate(args: &DemoArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
 
     heading("3. The stats table (gclab cli stats)");
+    let names: Vec<String> = (0..topology.peers.len())
+        .map(|i| format!("{} {}", letter(i), short(&topology.peers[i])))
+        .collect();
+    println!(
+        "A column per node, named by its peer port: {}",
+        names.join(" · ")
+    );
     let (nodes, db) = stats::collect(&topology.frontends, &topology.db).await;
     print!("{}", stats::render(&nodes, topology.db_addr(), &db, false));
     println!(
         "{}",
-        "  gets: every request · hits: from a cache · loads: misses · deduped: loads left after \
-         singleflight\n  peer_ld: asked the owner · local: read the dbserver · srv_req: asked by a \
-         peer · failovr: owner was down"
+        "  gets: every Get · cache_hits: from a cache · loads: misses · loads_deduped: loads left \
+         after singleflight\n  peer_loads: asked the owner · local_loads: read the dbserver · \
+         server_requests: asked by a peer · failovers: owner was down"
             .dimmed()
     );
 

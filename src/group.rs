@@ -8,8 +8,9 @@
 //!           │ miss
 //!           ▼
 //!         load ──▶ singleflight: one flight per key            (loads, loads_deduped)
-//!                    │ re-check the cache
-//!                    ├─ another peer owns it ─▶ get_from_peer  (peer_loads / peer_errors)
+//!                    │ re-check the cache (a hit here counts in cache_hits too)
+//!                    ├─ another peer owns it ─▶ ask_peers ─▶ get_from_peer
+//!                    │    │                     (peer_loads / peer_errors)
 //!                    │    │                       └─ 1 in 10 ─▶ populate_cache(hot)
 //!                    │    └─ owner down ─▶ the next peer in the key's ranking (failovers)
 //!                    └─ we own it, are next in line, or the owner could not load it
