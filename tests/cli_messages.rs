@@ -192,3 +192,64 @@ fn up_with_its_ports_taken_says_which_and_why() {
     assert!(said.contains("lab/tmux.sh"), "{said}");
     drop(taken);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_asked_by_a_peer_it_does_not_list_warns_once() {
+    let data = tempfile::tempdir().unwrap();
+    let db = common::ServerProcess::dbserver(data.path(), "0ms");
+    let base = common::free_block(2);
+    let (a, b) = (base.to_string(), (base + 1).to_string());
+    // b knows only itself; a thinks b is its peer.
+    let lonely =
+        common::ServerProcess::start(&["frontend", "--port", &b, "--peers", &b, "--db", &db.addr]);
+    let both = format!("{a},{b}");
+    let asker = common::ServerProcess::start(&[
+        "frontend", "--port", &a, "--peers", &both, "--db", &db.addr,
+    ]);
+    let client = gclab::client::FrontendClient::new(&asker.addr, Duration::from_secs(10));
+    let dbc = gclab::client::DbClient::new(&db.addr, Duration::from_secs(10));
+    // Two keys that a ranks to b, so a asks b for each.
+    let mut asked = 0;
+    for i in 0.. {
+        let key = format!("k{i}");
+        if !client
+            .owner(&key)
+            .await
+            .unwrap()
+            .owner
+            .ends_with(&format!(":{b}"))
+        {
+            continue;
+        }
+        dbc.set(&key, bytes::Bytes::from_static(b"v"))
+            .await
+            .unwrap();
+        assert_eq!(client.cget(&key).await.unwrap().unwrap().source, "peer");
+        asked += 1;
+        if asked == 2 {
+            break;
+        }
+    }
+    let warning = format!("127.0.0.1:{a} asks this node for keys but is not in its --peers");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Both asks are in the log (the warning, if any, comes before each one's line).
+    while lonely.log().matches("peer asked for").count() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "b was not asked twice:\n{}",
+            lonely.log()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        lonely.log().matches(&warning).count(),
+        1,
+        "{}",
+        lonely.log()
+    );
+    assert!(
+        !asker.log().contains("is not in its --peers"),
+        "{}",
+        asker.log()
+    );
+}
