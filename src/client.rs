@@ -321,15 +321,18 @@ impl Endpoint {
         // answer: a crashed server, or a port that speaks something else. A frontend's peer
         // port is the likely one in this lab, since every log line names it.
         let port = self.port().unwrap_or(0);
+        let peer_port = format!("if {port} is a frontend's peer (tarpc) port");
         ClientError::WrongServer {
             expected: server,
             addr,
-            found: format!("not answering HTTP ({})", root_cause(error)),
-            advice: format!(
-                "if {port} is a frontend's peer (tarpc) port, its clients use {}; {}",
-                port.saturating_add(1000),
-                self.server.whereabouts()
-            ),
+            found: format!("a port that does not answer HTTP ({})", root_cause(error)),
+            advice: match server {
+                Server::Frontend => {
+                    let clients = port.saturating_add(1000);
+                    format!("{peer_port}, its clients use {clients}: --port {clients}")
+                }
+                Server::Dbserver => format!("{peer_port}, {}", server.whereabouts()),
+            },
         }
     }
 

@@ -54,7 +54,10 @@ async fn a_cli_pointed_at_the_wrong_kind_of_server_exits_non_zero_naming_what_it
     let peer = &topology.peers[0];
     let (code, stderr) = cli(&["cget", "--key", "foo", "--frontend", peer]).await;
     assert_eq!(code, Some(3), "{stderr}");
-    assert!(stderr.contains("not answering HTTP"), "{stderr}");
+    assert!(
+        stderr.contains("a port that does not answer HTTP"),
+        "{stderr}"
+    );
     assert!(stderr.contains("peer (tarpc) port"), "{stderr}");
     topology.stop().await;
 }
