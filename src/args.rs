@@ -66,6 +66,9 @@ pub struct UpArgs {
     /// Start the frontends with --quiet-hits: loads are logged, each request and hit not.
     #[arg(long)]
     pub quiet_hits: bool,
+    /// Start the frontends with --follow-changes.
+    #[arg(long)]
+    pub follow_changes: bool,
 }
 
 #[derive(Debug, Args)]
@@ -85,6 +88,10 @@ pub struct DbserverArgs {
     /// How long a client may take to send a request's headers (slower ones are cut off).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub client_timeout: Duration,
+    /// How many changes the change log keeps for frontends that lost their stream to
+    /// catch up from (`GET /changes?since=V`); one that fell further behind starts over.
+    #[arg(long, default_value_t = crate::store::CHANGE_LOG, value_parser = clap::value_parser!(u64).range(1..))]
+    pub change_log: u64,
 }
 
 #[derive(Debug, Args)]
@@ -129,12 +136,27 @@ pub struct FrontendArgs {
     /// main cache"), keeping the loads: database and peer lines, and warnings.
     #[arg(long)]
     pub quiet_hits: bool,
+    /// Follow the dbserver's change stream: a changed key leaves every node's caches within
+    /// milliseconds. Off by default, as in groupcache, where a cached value never changes.
+    #[arg(long)]
+    pub follow_changes: bool,
+    /// Contrast switch: cache a load's value even when a newer change arrived while it
+    /// loaded (the stale-set race), so the race can be seen.
+    #[arg(long)]
+    pub no_stale_guard: bool,
+    /// Serve a cached value for at most this long (less up to 10% at random), then reload
+    /// it on its next get, e.g. 30s.
+    #[arg(long, value_parser = positive_duration)]
+    pub ttl: Option<Duration>,
 }
 
 impl DbserverArgs {
     /// How the dbserver treats its clients, from its flags.
     pub fn config(&self) -> crate::dbserver::Config {
-        crate::dbserver::Config::new(self.max_value_bytes, self.client_timeout, self.delay)
+        crate::dbserver::Config {
+            change_log: self.change_log,
+            ..crate::dbserver::Config::new(self.max_value_bytes, self.client_timeout, self.delay)
+        }
     }
 }
 
@@ -168,6 +190,9 @@ impl FrontendArgs {
                 peer_timeout: self.peer_timeout,
                 singleflight: !self.no_singleflight,
                 use_peers: !self.no_peers,
+                follow_changes: self.follow_changes,
+                stale_guard: !self.no_stale_guard,
+                ttl: self.ttl,
             },
             client_timeout: self.client_timeout,
         };
@@ -225,6 +250,23 @@ pub enum CliCommand {
         /// The dbserver's address.
         #[arg(long, default_value = "127.0.0.1:8080")]
         db: String,
+        /// The frontends to watch the write reach (those that follow changes): HTTP ports
+        /// or host:port, comma-separated; an empty list waits for none. The wait is
+        /// bounded by 1 s.
+        #[arg(long, value_delimiter = ',', default_value = "9001,9002,9003")]
+        frontends: Vec<String>,
+    },
+    /// Delete a key in the dbserver.
+    Del {
+        /// The key: 1 to 250 bytes of UTF-8.
+        #[arg(long)]
+        key: String,
+        /// The dbserver's address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        db: String,
+        /// The frontends to watch the delete reach, as for set.
+        #[arg(long, value_delimiter = ',', default_value = "9001,9002,9003")]
+        frontends: Vec<String>,
     },
     /// Read a value straight from the dbserver (pays its delay every time).
     Get {

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use compact_str::CompactString;
 use schnellru::{LruMap, Unlimited};
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 
 /// One LRU cache with byte accounting. Cheap to share: every method takes `&self`.
 pub struct Cache {
@@ -28,9 +29,18 @@ pub struct Cache {
 struct Inner {
     // `CompactString`, not `String`: most keys are short, and a short one then lives in the
     // entry itself instead of in an allocation of its own (1.5 MiB less for 100,000 keys).
-    lru: LruMap<CompactString, Bytes, Unlimited>,
+    lru: LruMap<CompactString, Entry, Unlimited>,
     bytes: usize,
     stats: CacheStats,
+}
+
+/// What the cache holds for a key: the value, the version of the write that stored it, and,
+/// under `--ttl`, when it stops being served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub value: Bytes,
+    pub version: u64,
+    pub expires: Option<Instant>,
 }
 
 /// A cache's counters, as `GET /stats` shows them.
@@ -61,24 +71,29 @@ impl Default for Cache {
 }
 
 /// What an entry costs: its key plus its value, as in groupcache.
-fn entry_bytes(key: &str, value: &Bytes) -> usize {
-    key.len() + value.len()
+fn entry_bytes(key: &str, entry: &Entry) -> usize {
+    key.len() + entry.value.len()
 }
 
 impl Cache {
-    /// Looks `key` up and marks it recently used.
-    pub fn get(&self, key: &str) -> Option<Bytes> {
+    /// Looks `key` up and marks it recently used. An entry past its expiry is a miss (it
+    /// stays until the load that replaces it, or the LRU, removes it).
+    pub fn get(&self, key: &str, now: Instant) -> Option<Entry> {
         let mut inner = self.lock();
         inner.stats.gets += 1;
-        let value = inner.lru.get(key).map(|v| v.clone());
-        if value.is_some() {
+        let entry = inner
+            .lru
+            .get(key)
+            .filter(|e| e.expires.is_none_or(|at| now < at))
+            .map(|e| e.clone());
+        if entry.is_some() {
             inner.stats.hits += 1;
         }
-        value
+        entry
     }
 
     /// Adds or replaces `key`. Never evicts: the caller enforces the budget.
-    pub fn add(&self, key: &str, value: Bytes) {
+    pub fn add(&self, key: &str, value: Entry) {
         let mut inner = self.lock();
         let added = entry_bytes(key, &value);
         match inner.lru.get(key) {
@@ -104,6 +119,27 @@ impl Cache {
             }
             None => false,
         }
+    }
+
+    /// Removes `key` if it holds a version older than `version`; true if it did.
+    pub fn remove_older(&self, key: &str, version: u64) -> bool {
+        let mut inner = self.lock();
+        if inner.lru.peek(key).is_some_and(|e| e.version < version) {
+            if let Some(entry) = inner.lru.remove(key) {
+                inner.bytes -= entry_bytes(key, &entry);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Removes every entry; returns how many there were.
+    pub fn clear(&self) -> u64 {
+        let mut inner = self.lock();
+        let items = inner.lru.len() as u64;
+        inner.lru.clear();
+        inner.bytes = 0;
+        items
     }
 
     /// Bytes held.
@@ -132,13 +168,21 @@ impl Cache {
 mod tests {
     use super::*;
 
+    fn entry(value: &'static [u8]) -> Entry {
+        Entry {
+            value: Bytes::from_static(value),
+            version: 1,
+            expires: None,
+        }
+    }
+
     #[test]
     fn counts_bytes_of_keys_and_values_and_replaces_in_place() {
         let cache = Cache::default();
-        cache.add("foo", Bytes::from_static(b"bar"));
-        cache.add("k", Bytes::from_static(b"12345"));
+        cache.add("foo", entry(b"bar"));
+        cache.add("k", entry(b"12345"));
         assert_eq!(cache.bytes(), 6 + 6);
-        cache.add("foo", Bytes::from_static(b"barbar"));
+        cache.add("foo", entry(b"barbar"));
         assert_eq!(cache.bytes(), 9 + 6);
         assert_eq!(cache.stats().items, 2);
     }
@@ -146,16 +190,42 @@ mod tests {
     #[test]
     fn evicts_the_least_recently_used_and_counts_it() {
         let cache = Cache::default();
-        cache.add("a", Bytes::from_static(b"1"));
-        cache.add("b", Bytes::from_static(b"2"));
-        assert!(cache.get("a").is_some()); // "b" is now the oldest
+        let now = Instant::now();
+        cache.add("a", entry(b"1"));
+        cache.add("b", entry(b"2"));
+        assert!(cache.get("a", now).is_some()); // "b" is now the oldest
         assert!(cache.remove_oldest());
-        assert!(cache.get("b").is_none());
-        assert!(cache.get("a").is_some());
+        assert!(cache.get("b", now).is_none());
+        assert!(cache.get("a", now).is_some());
         assert!(cache.remove_oldest());
         assert!(!cache.remove_oldest());
         let stats = cache.stats();
         assert_eq!((stats.bytes, stats.items, stats.evictions), (0, 0, 2));
         assert_eq!((stats.gets, stats.hits), (3, 2));
+    }
+
+    #[test]
+    fn an_older_version_is_removed_and_a_newer_one_stays() {
+        let cache = Cache::default();
+        cache.add("a", entry(b"1")); // version 1
+        assert!(!cache.remove_older("a", 1));
+        assert!(cache.remove_older("a", 2));
+        assert_eq!((cache.bytes(), cache.stats().items), (0, 0));
+    }
+
+    #[test]
+    fn an_expired_entry_is_a_miss() {
+        let cache = Cache::default();
+        let now = Instant::now();
+        let at = now + std::time::Duration::from_secs(1);
+        cache.add(
+            "a",
+            Entry {
+                expires: Some(at),
+                ..entry(b"1")
+            },
+        );
+        assert!(cache.get("a", now).is_some());
+        assert!(cache.get("a", at).is_none());
     }
 }

@@ -160,6 +160,11 @@ impl Endpoint {
         // Without TCP_NODELAY a small request can wait ~40 ms for a delayed ACK.
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT.min(timeout)));
+        // Keepalive probes, for the long-lived change stream: a dbserver that vanished
+        // without closing the connection is noticed within about 10 s.
+        connector.set_keepalive(Some(Duration::from_secs(4)));
+        connector.set_keepalive_interval(Some(Duration::from_secs(2)));
+        connector.set_keepalive_retries(Some(3));
         let http = Client::builder(TokioExecutor::new())
             // The timer closes pooled connections that sat idle, instead of keeping them forever.
             .pool_timer(TokioTimer::new())
@@ -388,16 +393,95 @@ impl DbClient {
 
     /// The value of `key`, or `None` if the dbserver has no such key.
     pub async fn get(&self, key: &str) -> Result<Option<Bytes>, ClientError> {
-        let e = &self.endpoint;
-        let answer = e.call(Method::GET, &kv_path(key), Bytes::new()).await?;
-        Ok(e.sort(answer)?.map(|a| a.body))
+        Ok(self.load(key).await?.value)
     }
 
-    /// Stores `value` under `key`; returns once the dbserver has flushed it to disk.
-    pub async fn set(&self, key: &str, value: Bytes) -> Result<(), ClientError> {
+    /// The value of `key` and its version; for "no such key", the store's version at the
+    /// read, since the answer is true as of that version.
+    pub async fn load(&self, key: &str) -> Result<Loaded, ClientError> {
         let e = &self.endpoint;
-        e.call_for(Method::PUT, &kv_path(key), value).await?;
-        Ok(())
+        let answer = e.call(Method::GET, &kv_path(key), Bytes::new()).await?;
+        let version = version_of(&answer.headers);
+        Ok(Loaded {
+            value: e.sort(answer)?.map(|a| a.body),
+            version,
+        })
+    }
+
+    /// Stores `value` under `key`; returns the write's version once the dbserver has
+    /// flushed it to disk.
+    pub async fn set(&self, key: &str, value: Bytes) -> Result<u64, ClientError> {
+        let e = &self.endpoint;
+        let answer = e.call_for(Method::PUT, &kv_path(key), value).await?;
+        Ok(version_of(&answer.headers))
+    }
+
+    /// Deletes `key`: its version, or `None` if there was no such key.
+    pub async fn delete(&self, key: &str) -> Result<Option<u64>, ClientError> {
+        let e = &self.endpoint;
+        let answer = e.call(Method::DELETE, &kv_path(key), Bytes::new()).await?;
+        Ok(e.sort(answer)?.map(|a| version_of(&a.headers)))
+    }
+
+    /// Opens the change stream after version `since` (`None`: from now on).
+    ///
+    /// No deadline on the stream itself, which is meant to stay open: TCP keepalive probes
+    /// notice a dbserver that vanished without closing the connection.
+    pub async fn changes(&self, since: Option<u64>) -> Result<ChangeStream, ChangesError> {
+        let e = &self.endpoint;
+        let path = match since {
+            Some(v) => format!("/changes?since={v}"),
+            None => "/changes".to_owned(),
+        };
+        let request = Request::get(format!("http://{}{path}", e.addr))
+            .body(Full::new(Bytes::new()))
+            .map_err(|err| {
+                ChangesError::Client(e.failed(StatusCode::BAD_REQUEST, err.to_string()))
+            })?;
+        let response = tokio::time::timeout(e.timeout, e.http.request(request))
+            .await
+            .map_err(|_| {
+                ChangesError::Client(ClientError::Timeout {
+                    server: e.server,
+                    addr: e.addr.clone(),
+                    after: e.timeout,
+                })
+            })?
+            .map_err(|err| ChangesError::Client(e.transport_error(&err)))?;
+        let (parts, body) = response.into_parts();
+        let reached = Server::of(&parts.headers);
+        if reached != Some(Server::Dbserver) {
+            return Err(ChangesError::Client(e.wrong_server(
+                reached,
+                parts.status,
+                &parts.headers,
+            )));
+        }
+        if parts.status == StatusCode::GONE {
+            let message = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            return Err(ChangesError::Gone(
+                String::from_utf8_lossy(&message).trim().to_owned(),
+            ));
+        }
+        if !parts.status.is_success() {
+            let message = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            return Err(ChangesError::Client(e.failed(
+                parts.status,
+                String::from_utf8_lossy(&message).trim().to_owned(),
+            )));
+        }
+        Ok(ChangeStream {
+            body,
+            buffer: Vec::new(),
+        })
     }
 
     /// The dbserver's counters.
@@ -415,6 +499,80 @@ fn kv_path(key: &str) -> String {
     format!("/kv/{}", key::encode(key))
 }
 
+/// The `x-gclab-version` of an answer; 0 if it has none.
+fn version_of(headers: &HeaderMap) -> u64 {
+    headers
+        .get(VERSION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The header our servers put a version in.
+const VERSION: &str = "x-gclab-version";
+
+/// A value as loaded, with its version: the write that stored it, or, for "no such key"
+/// (`value: None`), the store's version when it was read. Either way: the answer was true
+/// as of `version`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Loaded {
+    pub value: Option<Bytes>,
+    pub version: u64,
+}
+
+/// Why a change stream could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangesError {
+    /// The dbserver's log no longer holds the changes after the version asked for.
+    #[error("{0}")]
+    Gone(String),
+    #[error(transparent)]
+    Client(ClientError),
+}
+
+/// One line of the change stream, as a follower reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum StreamLine {
+    /// The first line: the version the dbserver is at.
+    Hello { hello: u64 },
+    /// A write: `op` is `set` or `del`.
+    Change {
+        version: u64,
+        key: String,
+        op: String,
+    },
+}
+
+/// An open change stream.
+pub struct ChangeStream {
+    body: hyper::body::Incoming,
+    buffer: Vec<u8>,
+}
+
+impl ChangeStream {
+    /// The next line; `Ok(None)` when the dbserver ended the stream.
+    pub async fn next(&mut self) -> Result<Option<StreamLine>, String> {
+        loop {
+            if let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buffer.drain(..=end).collect();
+                return serde_json::from_slice(&line)
+                    .map(Some)
+                    .map_err(|e| format!("an unreadable change line ({e})"));
+            }
+            match self.body.frame().await {
+                None => return Ok(None),
+                Some(Err(e)) => return Err(root_cause(&e)),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buffer.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// What a frontend answered to `GET /cache/{key}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cached {
@@ -425,6 +583,16 @@ pub struct Cached {
     pub owner: String,
     /// Where the answering node found the value: `main`, `hot`, `peer` or `db`.
     pub source: String,
+    /// The version of the write that stored the value (0: not known).
+    pub version: u64,
+}
+
+/// What a frontend answers to `GET /applied`: whether it follows the change stream, and
+/// the newest version it has applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    pub following: bool,
+    pub applied: u64,
 }
 
 /// What a frontend answers to `GET /owner/{key}`.
@@ -478,6 +646,7 @@ impl FrontendClient {
             node: header("x-gclab-node"),
             owner: header("x-gclab-owner"),
             source: header("x-gclab-source"),
+            version: version_of(&answer.headers),
             value: answer.body,
         }))
     }
@@ -485,6 +654,17 @@ impl FrontendClient {
     /// The frontend's counters.
     pub async fn stats(&self) -> Result<NodeStats, ClientError> {
         self.endpoint.json("/stats").await
+    }
+
+    /// Waits (up to `wait`) until the frontend has applied version `at_least` of the change
+    /// stream, and says how far it got.
+    pub async fn applied(&self, at_least: u64, wait: Duration) -> Result<Applied, ClientError> {
+        self.endpoint
+            .json(&format!(
+                "/applied?at_least={at_least}&wait_ms={}",
+                wait.as_millis()
+            ))
+            .await
     }
 
     /// Who owns `key`, and the whole ranking.

@@ -5,25 +5,36 @@
 //! `thread::sleep`: a thousand concurrent reads wait side by side, like the goroutines of
 //! the 2013 original, instead of queueing behind each other.
 //!
-//! Values live in sled. A write is acknowledged only after sled has flushed it to disk:
-//! sled otherwise writes back every 500 ms, and a crash in between would lose a write the
-//! client was told had succeeded.
+//! Values live in sled, each with the version of the write that stored it ([`crate::store`]).
+//! A write is acknowledged only after sled has flushed it to disk: sled otherwise writes
+//! back every 500 ms, and a crash in between would lose a write the client was told had
+//! succeeded.
 //!
 //! Routes (one filter function each):
-//! - `GET /kv/{key}` → 200 and the value, or 404
-//! - `PUT /kv/{key}` with the value as body → 204
-//! - `GET /stats` → `{"gets": N, "sets": N, "keys": N}`
+//! - `GET /kv/{key}` → 200 and the value, with `x-gclab-version` and `ETag: "v7"`; or 404,
+//!   whose `x-gclab-version` is the store's version ("no such key as of v7")
+//! - `PUT /kv/{key}` with the value as body → 204, `x-gclab-version` the write's version
+//! - `DELETE /kv/{key}` → 204 and the delete's version, or 404
+//! - `GET /changes?since=V` → a stream of JSON lines, one per write after V (see below)
+//! - `GET /stats` → `{"gets": N, "sets": N, "keys": N, "version": N, …}`
 //! - `GET /metrics` → the same counters and request latencies, for Prometheus
+//!
+//! The change stream starts with `{"hello":V}` (the version it is at), replays the logged
+//! writes after `since`, then sends each write as it is acknowledged:
+//! `{"version":8,"key":"foo","op":"set"}` (or `"op":"del"`). Without `since` it starts from
+//! now. A `since` the log no longer holds gets `410 Gone`, which names the oldest version
+//! kept; a follower then has to start over.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::StreamExt;
 use tokio::net::TcpListener;
+use warp::http::header::{HeaderValue, ETAG};
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
@@ -32,7 +43,8 @@ use crate::http::{self, Limits, Problem};
 use crate::key;
 use crate::logging;
 use crate::metrics::{Metrics, Snapshot};
-use crate::stats::DbStats;
+pub use crate::store::Store;
+use crate::store::{Gap, CHANGE_LOG};
 
 /// The default largest value, as in memcached: 1 MiB.
 pub const MAX_VALUE_BYTES: u64 = 1024 * 1024;
@@ -43,6 +55,8 @@ pub struct Config {
     /// The largest value a `PUT` may store.
     pub max_value_bytes: u64,
     pub limits: Limits,
+    /// How many changes the change log keeps (`--change-log`).
+    pub change_log: u64,
 }
 
 impl Config {
@@ -55,113 +69,7 @@ impl Config {
                 header_timeout: client_timeout,
                 request_timeout: delay + Duration::from_secs(10),
             },
-        }
-    }
-}
-
-/// The store and its counters, shared by every request.
-pub struct Store {
-    db: sled::Db,
-    delay: Duration,
-    gets: AtomicU64,
-    sets: AtomicU64,
-    keys: AtomicU64,
-}
-
-/// Why the store could not open.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot open the data dir {dir}: {reason}")]
-pub struct OpenError {
-    dir: String,
-    reason: String,
-}
-
-/// Opens sled, waiting up to a second for the directory's lock: a dbserver restarted right
-/// after `kill -9` of the previous one can otherwise find the lock not yet released by the
-/// kernel. A lock still held after that belongs to a live dbserver.
-fn open_sled(dir: &Path) -> sled::Result<sled::Db> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(1);
-    loop {
-        match sled::open(dir) {
-            Err(e) if is_locked(&e) && std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            opened => return opened,
-        }
-    }
-}
-
-/// sled reports a held lock only in its message, not in the error kind.
-fn is_locked(error: &sled::Error) -> bool {
-    error.to_string().contains("could not acquire lock")
-}
-
-impl Store {
-    /// Opens (or creates) the sled database in `dir`; every read will wait `delay`.
-    pub fn open(dir: &Path, delay: Duration) -> Result<Store, OpenError> {
-        let db = open_sled(dir).map_err(|e| OpenError {
-            // Whole, since a relative `gclab-data` depends on where the dbserver was started.
-            dir: std::path::absolute(dir)
-                .unwrap_or_else(|_| dir.to_owned())
-                .display()
-                .to_string(),
-            reason: if is_locked(&e) {
-                "it is locked — is another dbserver using it?".to_owned()
-            } else {
-                e.to_string()
-            },
-        })?;
-        // sled's `len` walks the whole tree, so count once here and keep the count up to
-        // date on each insert, instead of walking on every `GET /stats`.
-        let keys = AtomicU64::new(db.len() as u64);
-        Ok(Store {
-            db,
-            delay,
-            gets: AtomicU64::default(),
-            sets: AtomicU64::default(),
-            keys,
-        })
-    }
-
-    /// Reads `key` after the injected delay.
-    pub async fn get(&self, key: &str) -> Result<Option<Bytes>, sled::Error> {
-        self.gets.fetch_add(1, Ordering::Relaxed);
-        tokio::time::sleep(self.delay).await;
-        Ok(self.db.get(key)?.map(|v| Bytes::copy_from_slice(&v)))
-    }
-
-    /// Writes `key` and returns once it is on disk.
-    pub async fn set(&self, key: &str, value: &[u8]) -> Result<(), sled::Error> {
-        if self.db.insert(key, value)?.is_none() {
-            self.keys.fetch_add(1, Ordering::Relaxed);
-        }
-        self.flush().await?;
-        self.sets.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Flushes everything written so far to disk.
-    ///
-    /// sled's blocking `flush` on tokio's blocking pool, not sled's own `flush_async`: with
-    /// a few dozen concurrent callers, `flush_async` in sled 0.34 stalls for many seconds
-    /// (measured here: 64 concurrent writes had not finished after 20 s, against 23 ms this
-    /// way). Concurrent flushes share sled's work: a flush that finds nothing dirty is cheap.
-    async fn flush(&self) -> Result<(), sled::Error> {
-        let db = self.db.clone();
-        match tokio::task::spawn_blocking(move || db.flush()).await {
-            Ok(flushed) => flushed.map(drop),
-            Err(join_error) => Err(sled::Error::ReportableBug(format!(
-                "flush task failed: {join_error}"
-            ))),
-        }
-    }
-
-    /// The counters.
-    pub fn stats(&self) -> DbStats {
-        DbStats {
-            gets: self.gets.load(Ordering::Relaxed),
-            sets: self.sets.load(Ordering::Relaxed),
-            keys: self.keys.load(Ordering::Relaxed),
+            change_log: CHANGE_LOG,
         }
     }
 }
@@ -174,10 +82,17 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let api = Arc::new(Api {
-        metrics: Metrics::new("op", &["get", "set"]),
+        metrics: Metrics::new("op", &["get", "set", "del"]),
         store: Arc::clone(&store),
         max_value_bytes: config.max_value_bytes,
     });
+    // Change streams never end by themselves: end them when told to stop, so that the
+    // graceful shutdown does not wait its whole grace period for them.
+    let ending = Arc::clone(&store);
+    let shutdown = async move {
+        shutdown.await;
+        ending.end_streams();
+    };
     http::serve(
         listener,
         routes(api),
@@ -198,10 +113,15 @@ pub struct Api {
     pub max_value_bytes: u64,
 }
 
+/// The header that carries a version, on the dbserver's answers and the frontends'.
+pub const VERSION: &str = "x-gclab-version";
+
 /// Every route, with rejections turned into clear error bodies.
 pub fn routes(api: Arc<Api>) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     get_kv(api.clone())
         .or(put_kv(api.clone()))
+        .or(delete_kv(api.clone()))
+        .or(get_changes(api.clone()))
         .or(get_stats(api.clone()))
         .or(get_metrics(api))
         .or(http::empty_key("kv"))
@@ -235,6 +155,23 @@ fn put_kv(api: Arc<Api>) -> impl Filter<Extract = (impl Reply,), Error = Rejecti
         .and_then(write_value)
 }
 
+/// `DELETE /kv/{key}`
+fn delete_kv(api: Arc<Api>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::path!("kv" / String)
+        .and(warp::delete())
+        .and(with_api(api))
+        .and_then(delete_value)
+}
+
+/// `GET /changes?since=V`
+fn get_changes(api: Arc<Api>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::path!("changes")
+        .and(warp::get())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(with_api(api))
+        .and_then(stream_changes)
+}
+
 /// `GET /stats`
 fn get_stats(api: Arc<Api>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     warp::path!("stats")
@@ -255,13 +192,32 @@ fn with_api(api: Arc<Api>) -> impl Filter<Extract = (Arc<Api>,), Error = Infalli
     warp::any().map(move || api.clone())
 }
 
+/// Adds `x-gclab-version: {version}` to a reply.
+fn with_version(mut reply: warp::reply::Response, version: u64) -> warp::reply::Response {
+    reply
+        .headers_mut()
+        .insert(VERSION, HeaderValue::from(version));
+    reply
+}
+
 async fn read_value(raw_key: String, api: Arc<Api>) -> Result<warp::reply::Response, Rejection> {
     let started = Instant::now();
     let key = key::decode(&raw_key).map_err(Problem::bad_key)?;
     tracing::info!(kind = "db", "getting {key}");
+    // Read before the key, so a "no such key" is true as of this version at least.
+    let store_version = api.store.version();
     let reply = match api.store.get(&key).await {
-        Ok(Some(value)) => http::value(value),
-        Ok(None) => http::no_such_key(format!("no such key: {key}")),
+        Ok(Some(found)) => {
+            let mut reply = with_version(http::value(found.value), found.version);
+            reply
+                .headers_mut()
+                .insert(ETAG, http::etag(found.version, &[]));
+            reply
+        }
+        Ok(None) => with_version(
+            http::no_such_key(format!("no such key: {key}")),
+            store_version,
+        ),
         Err(e) => {
             return Err(Problem::internal(format!("reading {key} from sled failed: {e}")).into())
         }
@@ -274,15 +230,106 @@ async fn write_value(
     raw_key: String,
     value: Bytes,
     api: Arc<Api>,
-) -> Result<StatusCode, Rejection> {
+) -> Result<warp::reply::Response, Rejection> {
     let started = Instant::now();
     let key = key::decode(&raw_key).map_err(Problem::bad_key)?;
-    tracing::info!("setting {key} to {}", logging::preview(&value));
     match api.store.set(&key, &value).await {
-        Ok(()) => {
+        Ok(version) => {
+            tracing::info!("setting {key} to {} (v{version})", logging::preview(&value));
             api.metrics.observe("set", started.elapsed());
-            Ok(StatusCode::NO_CONTENT)
+            Ok(with_version(no_content(), version))
         }
         Err(e) => Err(Problem::internal(format!("writing {key} to sled failed: {e}")).into()),
     }
+}
+
+async fn delete_value(raw_key: String, api: Arc<Api>) -> Result<warp::reply::Response, Rejection> {
+    let started = Instant::now();
+    let key = key::decode(&raw_key).map_err(Problem::bad_key)?;
+    match api.store.delete(&key).await {
+        Ok(Some(version)) => {
+            tracing::info!("deleting {key} (v{version})");
+            api.metrics.observe("del", started.elapsed());
+            Ok(with_version(no_content(), version))
+        }
+        Ok(None) => Ok(http::no_such_key(format!("no such key: {key}"))),
+        Err(e) => Err(Problem::internal(format!("deleting {key} in sled failed: {e}")).into()),
+    }
+}
+
+fn no_content() -> warp::reply::Response {
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// The change stream: a hello line, the log's changes after `since`, then live ones.
+async fn stream_changes(
+    query: HashMap<String, String>,
+    api: Arc<Api>,
+) -> Result<warp::reply::Response, Rejection> {
+    let since = match query.get("since").map(|s| s.parse::<u64>()) {
+        None => None,
+        Some(Ok(since)) => Some(since),
+        Some(Err(_)) => {
+            return Ok(http::text(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "since={:?} is not a version: give the last version you applied, a whole \
+                     number like since=42 (or leave since out to start from now)",
+                    query["since"]
+                ),
+            ))
+        }
+    };
+    let (current, subscription) = match api.store.follow(since) {
+        Ok(followed) => followed,
+        Err(gap) => {
+            let mut reply = http::text(
+                StatusCode::GONE,
+                format!("{gap}; start over without since= (and drop what you cached)"),
+            );
+            if let Gap::Trimmed { oldest, .. } = gap {
+                reply
+                    .headers_mut()
+                    .insert("x-gclab-oldest", HeaderValue::from(oldest));
+            }
+            return Ok(reply);
+        }
+    };
+    tracing::info!(
+        "a follower subscribed to changes{}",
+        since.map_or(String::new(), |v| format!(" after v{v}"))
+    );
+    let hello = Bytes::from(format!("{{\"hello\":{current}}}\n"));
+    // The replay reads the log a batch at a time, so a follower far behind does not make
+    // the whole replay sit in memory at once.
+    let store = Arc::clone(&api.store);
+    let replay = futures::stream::unfold(subscription.replay, move |mut range| {
+        let store = Arc::clone(&store);
+        async move {
+            let from = *range.start();
+            if range.is_empty() {
+                return None;
+            }
+            let to = (from + 255).min(*range.end());
+            let batch: Result<Vec<Bytes>, sled::Error> = store.lines(from..=to).collect();
+            range = to + 1..=*range.end();
+            Some((
+                futures::stream::iter(
+                    batch.map_or_else(|e| vec![Err(e)], |b| b.into_iter().map(Ok).collect()),
+                ),
+                range,
+            ))
+        }
+    })
+    .flatten();
+    let live = futures::stream::unfold(subscription.live, |mut live| async move {
+        live.recv().await.map(|line| (Ok(line), live))
+    });
+    let body = futures::stream::iter([Ok(hello)]).chain(replay).chain(live);
+    let mut reply = warp::reply::stream(body).into_response();
+    reply.headers_mut().insert(
+        warp::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    Ok(reply)
 }

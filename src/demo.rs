@@ -146,6 +146,7 @@ async fn walkthrough(t: &Topology) -> Result<(), ClientError> {
                     node: String::new(),
                     owner: String::new(),
                     source: "none".to_owned(),
+                    version: 0,
                 });
         step(
             &format!("./cli -port {port} -cget -key foo"),

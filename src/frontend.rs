@@ -6,7 +6,12 @@
 //! Routes (one filter function each):
 //! - `GET /cache/{key}` → 200 and the value, with headers `x-gclab-node` (this node),
 //!   `x-gclab-owner` (the key's owner) and `x-gclab-source` (`main`, `hot`, `peer` or `db`);
-//!   404 when the dbserver has no such key; 502 when the value could not be loaded
+//!   404 when the dbserver has no such key; 502 when the value could not be loaded. It
+//!   carries `x-gclab-version` and an `ETag`; a request whose `If-None-Match` names that
+//!   ETag gets `304 Not Modified` and no body
+//! - `GET /applied?at_least=V&wait_ms=T` → `{"following": bool, "applied": N}`, once the
+//!   node has applied change V (or after T ms, at most 5 s): how `cli set` sees a write
+//!   reach every frontend
 //! - `GET /stats` → the groupcache counters as JSON
 //! - `GET /owner/{key}` → the owner, the whole rendezvous ranking of peers, and each
 //!   peer's score (64-bit, in hex: the highest owns the key)
@@ -23,7 +28,8 @@ use warp::http::header::{HeaderName, HeaderValue};
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
-use crate::client::{ClientError, DbClient, Ownership, PeerScore, Server};
+use crate::client::{Applied, ClientError, DbClient, Ownership, PeerScore, Server};
+use crate::follow;
 use crate::group::{self, GetError, Group};
 use crate::http::{self, Limits, Problem};
 use crate::key;
@@ -66,6 +72,11 @@ pub async fn run(
     let api = Arc::new(Api::new(Arc::clone(&group), &config.group.peers));
     // Both servers stop on the same signal; `shared` lets several futures await one.
     let shutdown = shutdown.boxed().shared();
+    if config.group.follow_changes {
+        group.invalidation().follow();
+        let db = DbClient::new(&config.group.db_addr, config.group.db_timeout);
+        tokio::spawn(follow::run(Arc::clone(&group), db, shutdown.clone()));
+    }
     let stopping = Arc::clone(&group);
     let told = shutdown.clone();
     tokio::spawn(async move {
@@ -126,12 +137,17 @@ impl Api {
 const NODE: HeaderName = HeaderName::from_static("x-gclab-node");
 const OWNER: HeaderName = HeaderName::from_static("x-gclab-owner");
 const SOURCE: HeaderName = HeaderName::from_static("x-gclab-source");
+const VERSION: HeaderName = HeaderName::from_static(crate::dbserver::VERSION);
+
+/// The longest `GET /applied` waits.
+const MAX_APPLIED_WAIT: Duration = Duration::from_secs(5);
 
 /// Every route, with rejections turned into clear error bodies.
 pub fn routes(api: Arc<Api>) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     get_cache(api.clone())
         .or(get_stats(api.clone()))
         .or(get_owner(api.clone()))
+        .or(get_applied(api.clone()))
         .or(get_metrics(api))
         .or(http::empty_key("cache"))
         .or(http::empty_key("owner"))
@@ -142,8 +158,18 @@ pub fn routes(api: Arc<Api>) -> impl Filter<Extract = (impl Reply,), Error = Inf
 fn get_cache(api: Arc<Api>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     warp::path!("cache" / String)
         .and(warp::get())
+        .and(warp::header::optional::<String>("if-none-match"))
         .and(with_api(api))
         .and_then(cache_get)
+}
+
+/// `GET /applied?at_least=V&wait_ms=T`
+fn get_applied(api: Arc<Api>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::path!("applied")
+        .and(warp::get())
+        .and(warp::query::<std::collections::HashMap<String, String>>())
+        .and(with_api(api))
+        .and_then(applied_get)
 }
 
 /// `GET /stats`
@@ -174,21 +200,36 @@ fn with_api(api: Arc<Api>) -> impl Filter<Extract = (Arc<Api>,), Error = Infalli
     warp::any().map(move || api.clone())
 }
 
-async fn cache_get(raw_key: String, api: Arc<Api>) -> Result<warp::reply::Response, Rejection> {
+async fn cache_get(
+    raw_key: String,
+    if_none_match: Option<String>,
+    api: Arc<Api>,
+) -> Result<warp::reply::Response, Rejection> {
     let started = Instant::now();
     let key = key::decode(&raw_key).map_err(Problem::bad_key)?;
     tracing::info!(target: HITS, "cli asked for {key}");
     let group = &api.group;
     let (reply, label) = match group.get(&key).await {
         Ok(got) => {
-            let mut response = http::value(got.value);
+            let etag = http::etag(got.version, &got.value);
+            let unchanged = if_none_match.is_some_and(|tags| {
+                tags.split(',')
+                    .any(|t| t.trim().as_bytes() == etag.as_bytes())
+            });
+            let mut response = if unchanged {
+                StatusCode::NOT_MODIFIED.into_response()
+            } else {
+                http::value(got.value)
+            };
             let headers = response.headers_mut();
+            headers.insert(warp::http::header::ETAG, etag);
+            headers.insert(VERSION, HeaderValue::from(got.version));
             headers.insert(NODE, api.node.clone());
             headers.insert(OWNER, api.owner_header(&key));
             headers.insert(SOURCE, HeaderValue::from_static(got.source.as_str()));
             (response, got.source.as_str())
         }
-        Err(GetError::NotFound) => (
+        Err(GetError::NotFound(_)) => (
             http::no_such_key(format!("no such key: the dbserver has no {key}")),
             "not_found",
         ),
@@ -202,6 +243,33 @@ async fn cache_get(raw_key: String, api: Arc<Api>) -> Result<warp::reply::Respon
     };
     api.metrics.observe(label, started.elapsed());
     Ok(reply)
+}
+
+async fn applied_get(
+    query: std::collections::HashMap<String, String>,
+    api: Arc<Api>,
+) -> Result<warp::reply::Response, Rejection> {
+    let number = |name: &str| match query.get(name) {
+        None => Ok(0),
+        Some(text) => text.parse::<u64>().map_err(|_| {
+            warp::reject::custom(Problem {
+                status: StatusCode::BAD_REQUEST,
+                message: format!("{name}={text:?} is not a whole number"),
+            })
+        }),
+    };
+    let (at_least, wait_ms) = (number("at_least")?, number("wait_ms")?);
+    let invalidation = api.group.invalidation();
+    if invalidation.following() {
+        let mut applied = invalidation.watch();
+        let wait = Duration::from_millis(wait_ms).min(MAX_APPLIED_WAIT);
+        // Timing out is an answer too: the version it got to.
+        let _ = tokio::time::timeout(wait, applied.wait_for(|v| *v >= at_least)).await;
+    }
+    Ok(http::json(&Applied {
+        following: invalidation.following(),
+        applied: invalidation.applied(),
+    }))
 }
 
 async fn owner_get(raw_key: String, api: Arc<Api>) -> Result<warp::reply::Response, Rejection> {

@@ -18,6 +18,12 @@
 //!                                 ─▶ populate_cache(main)
 //! ```
 //!
+//! With `--follow-changes`, the dbserver's change stream calls [`Group::apply_change`]: the
+//! key leaves both caches, and its floor rises, so that a load already in flight cannot
+//! cache the older value afterwards (`populate_cache` refuses it, and the load reads again:
+//! see [`crate::invalidation`] for the race). With `--ttl`, an entry older than the TTL is
+//! a miss, and its reload goes through singleflight like any other.
+//!
 //! A Get that arrives from a peer (`serve_peer`, counted in `server_requests`) is never
 //! forwarded again: a peer's ask means "load it yourself", so a request cannot travel in a
 //! loop even if two nodes disagreed on the owner. (It may join a flight this node already
@@ -28,9 +34,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tokio::time::Instant as TokioInstant;
 
-use crate::cache::Cache;
-use crate::client::DbClient;
+use crate::cache::{Cache, Entry};
+use crate::client::{DbClient, Loaded};
+use crate::invalidation::Invalidation;
 use crate::logging::HITS;
 use crate::peers::{PeerError, Peers};
 use crate::ring::Ring;
@@ -57,6 +65,12 @@ pub struct Config {
     pub singleflight: bool,
     /// Ask a key's owner (off: `--no-peers`, every node loads every key itself).
     pub use_peers: bool,
+    /// Follow the dbserver's change stream and drop changed keys (`--follow-changes`).
+    pub follow_changes: bool,
+    /// Refuse a load that a newer change overtook (off: `--no-stale-guard`, to see the race).
+    pub stale_guard: bool,
+    /// Serve a cached value for at most this long, then reload it (`--ttl`).
+    pub ttl: Option<Duration>,
 }
 
 /// Why a configuration was refused.
@@ -87,13 +101,24 @@ impl Config {
     }
 
     /// The mode the contrast switches put the node in, for its start-up line.
-    pub fn mode(&self) -> Option<&'static str> {
+    pub fn mode(&self) -> Option<String> {
+        let mut modes = Vec::new();
         match (self.singleflight, self.use_peers) {
-            (true, true) => None,
-            (false, true) => Some("no singleflight: every miss loads"),
-            (true, false) => Some("no peers: loads every key itself"),
-            (false, false) => Some("no singleflight, no peers"),
+            (true, true) => {}
+            (false, true) => modes.push("no singleflight: every miss loads".to_owned()),
+            (true, false) => modes.push("no peers: loads every key itself".to_owned()),
+            (false, false) => modes.push("no singleflight, no peers".to_owned()),
         }
+        if self.follow_changes {
+            modes.push("follows changes".to_owned());
+        }
+        if !self.stale_guard {
+            modes.push("no stale guard: a load overtaken by a change is cached anyway".to_owned());
+        }
+        if let Some(ttl) = self.ttl {
+            modes.push(format!("ttl {}", humantime::format_duration(ttl)));
+        }
+        (!modes.is_empty()).then(|| modes.join("; "))
     }
 }
 
@@ -113,9 +138,13 @@ pub struct Group {
     load_group: singleflight::Group<Got, GetError>,
     /// The longest a load spends asking peers before it loads the key itself.
     peer_timeout: Duration,
-    /// The `--no-singleflight` and `--no-peers` contrast switches.
+    /// The `--no-singleflight`, `--no-peers` and `--no-stale-guard` contrast switches.
     use_singleflight: bool,
     use_peers: bool,
+    stale_guard: bool,
+    /// What the change stream has told this node (floors, the version applied).
+    invalidation: Invalidation,
+    ttl: Option<Duration>,
     /// Set once the node has been told to stop: its peers are likely stopping too, so a
     /// failed peer call is no reason to fail over.
     stopping: AtomicBool,
@@ -127,6 +156,8 @@ pub struct Group {
 pub struct Got {
     pub value: Bytes,
     pub source: Source,
+    /// The version of the write that stored the value.
+    pub version: u64,
 }
 
 /// Where a Get found its value; the `x-gclab-source` header.
@@ -152,9 +183,10 @@ impl Source {
 /// Why a Get has no value. `Clone`, because singleflight hands one result to every waiter.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GetError {
-    /// The dbserver has no such key. Not cached: the next Get asks again.
+    /// The dbserver has no such key, as of the version given. Not cached: the next Get
+    /// asks again.
     #[error("no such key")]
-    NotFound,
+    NotFound(u64),
     /// The value could not be loaded (dbserver down or failing); the message says why.
     #[error("{0}")]
     Unavailable(String),
@@ -169,7 +201,7 @@ impl FromPanic for GetError {
 /// What asking a peer came to.
 enum PeerAnswer {
     /// It answered: the value, or "no such key". Either way the Get is done.
-    Answered(Result<Got, GetError>),
+    Answered(Loaded),
     /// It is up, but could not load the key (its dbserver failed): load it here instead.
     CouldNotLoad(String),
     /// It could not be asked (down, hung, connection broken): try the next in line.
@@ -194,6 +226,9 @@ impl Group {
             load_group: singleflight::Group::default(),
             use_singleflight: config.singleflight,
             use_peers: config.use_peers,
+            stale_guard: config.stale_guard,
+            invalidation: Invalidation::default(),
+            ttl: config.ttl,
             stopping: AtomicBool::new(false),
             stats: Stats::default(),
         }
@@ -227,16 +262,19 @@ impl Group {
 
     /// Looks in the main cache, then the hot cache.
     fn lookup_cache(&self, key: &str) -> Option<Got> {
-        if let Some(value) = self.main_cache.get(key) {
-            return Some(Got {
-                value,
-                source: Source::Main,
-            });
+        // tokio's clock, not std's: a test can pause it and step past a TTL.
+        let now = TokioInstant::now();
+        let got = |entry: Entry, source| Got {
+            value: entry.value,
+            source,
+            version: entry.version,
+        };
+        if let Some(entry) = self.main_cache.get(key, now) {
+            return Some(got(entry, Source::Main));
         }
-        self.hot_cache.get(key).map(|value| Got {
-            value,
-            source: Source::Hot,
-        })
+        self.hot_cache
+            .get(key, now)
+            .map(|entry| got(entry, Source::Hot))
     }
 
     /// Loads a key that missed the cache, once for all concurrent callers.
@@ -265,18 +303,46 @@ impl Group {
     }
 
     /// One real load: from the owner if that is another peer, else from the dbserver.
+    ///
+    /// A value that a newer change overtook while it loaded is refused (see
+    /// `populate_cache`) and read again, so that no caller gets it either; the last try
+    /// goes to the dbserver itself, which holds every change it has told us about.
     async fn load_once(&self, key: &str, may_forward: bool) -> Result<Got, GetError> {
+        let mut tries = 1;
+        loop {
+            let began = self.invalidation.epoch();
+            let last_try = tries == LOAD_TRIES;
+            let (loaded, source) = self.fetch(key, may_forward && !last_try).await?;
+            let cache = match source {
+                Source::Db => Some(&self.main_cache),
+                // Keep 1 in 10 peer values in the hot cache, as groupcache does: a key
+                // asked for often enough will land there soon, one asked for once rarely
+                // will, so the hot cache fills with what is actually hot.
+                _ if fastrand::u8(..10) == 0 => Some(&self.hot_cache),
+                _ => None,
+            };
+            if self.populate_cache(key, &loaded, cache, began) || last_try {
+                return match loaded.value {
+                    Some(value) => Ok(Got {
+                        value,
+                        source,
+                        version: loaded.version,
+                    }),
+                    None => Err(GetError::NotFound(loaded.version)),
+                };
+            }
+            tries += 1;
+        }
+    }
+
+    /// Reads the key once: from a peer if one should have it, else from the dbserver.
+    async fn fetch(&self, key: &str, may_forward: bool) -> Result<(Loaded, Source), GetError> {
         if may_forward && self.use_peers {
             if let Some(answer) = self.ask_peers(key).await {
-                return answer;
+                return answer.map(|loaded| (loaded, Source::Peer));
             }
         }
-        let value = self.get_locally(key).await?;
-        self.populate_cache(key, value.clone(), &self.main_cache);
-        Ok(Got {
-            value,
-            source: Source::Db,
-        })
+        Ok((self.get_locally(key).await?, Source::Db))
     }
 
     /// Asks the key's owner, or, while it is down, the next peer in the key's ranking.
@@ -286,7 +352,7 @@ impl Group {
     /// multiplies database reads at the worst moment; since every node ranks the peers the
     /// same way, "next in line" is one node for all of them, and a key still costs one
     /// database read while its owner is away.
-    async fn ask_peers(&self, key: &str) -> Option<Result<Got, GetError>> {
+    async fn ask_peers(&self, key: &str) -> Option<Result<Loaded, GetError>> {
         let started = Instant::now();
         let mut failed_over = false;
         for peer in self.ring.ranking(key) {
@@ -315,7 +381,7 @@ impl Group {
                 tracing::info!(kind = "peer", "{key} is owned by {peer}, asking it");
             }
             match self.get_from_peer(peer, key).await {
-                PeerAnswer::Answered(answer) => return Some(answer),
+                PeerAnswer::Answered(answer) => return Some(Ok(answer)),
                 PeerAnswer::CouldNotLoad(reason) => {
                     // The peer is up but its dbserver failed: another peer would fare no
                     // better, so try once here, as groupcache does.
@@ -348,22 +414,9 @@ impl Group {
     /// Asks a peer for the key, and sorts out what came back.
     async fn get_from_peer(&self, peer: &str, key: &str) -> PeerAnswer {
         match self.peers.get(peer, key).await {
-            Ok(Some(value)) => {
+            Ok(loaded) => {
                 Stats::add(&self.stats.peer_loads);
-                // Keep 1 in 10 peer values in the hot cache, as groupcache does: a key
-                // asked for often enough will land there soon, one asked for once rarely
-                // will, so the hot cache fills with what is actually hot.
-                if fastrand::u8(..10) == 0 {
-                    self.populate_cache(key, value.clone(), &self.hot_cache);
-                }
-                PeerAnswer::Answered(Ok(Got {
-                    value,
-                    source: Source::Peer,
-                }))
-            }
-            Ok(None) => {
-                Stats::add(&self.stats.peer_loads);
-                PeerAnswer::Answered(Err(GetError::NotFound))
+                PeerAnswer::Answered(loaded)
             }
             Err(PeerError::Remote(reason)) => {
                 Stats::add(&self.stats.peer_errors);
@@ -377,17 +430,15 @@ impl Group {
     }
 
     /// Loads from the dbserver. A "no such key" answer is a successful load of nothing.
-    async fn get_locally(&self, key: &str) -> Result<Bytes, GetError> {
+    async fn get_locally(&self, key: &str) -> Result<Loaded, GetError> {
         tracing::info!(kind = "db", "asking dbserver for {key}");
-        match self.db.get(key).await {
-            Ok(Some(value)) => {
+        match self.db.load(key).await {
+            Ok(loaded) => {
                 Stats::add(&self.stats.local_loads);
-                Ok(value)
-            }
-            Ok(None) => {
-                Stats::add(&self.stats.local_loads);
-                tracing::info!(kind = "db", "the dbserver has no {key}");
-                Err(GetError::NotFound)
+                if loaded.value.is_none() {
+                    tracing::info!(kind = "db", "the dbserver has no {key}");
+                }
+                Ok(loaded)
             }
             Err(e) => {
                 Stats::add(&self.stats.local_load_errs);
@@ -397,25 +448,58 @@ impl Group {
         }
     }
 
-    /// Adds a value to `cache`, then evicts until main + hot fit the budget. The hot cache
-    /// gives way first whenever it holds more than 1/8 of what main holds, as in
-    /// groupcache: a node's own keys matter more than copies of other nodes' keys.
-    fn populate_cache(&self, key: &str, value: Bytes, cache: &Cache) {
+    /// Adds a value to `cache` (if given: a "no such key" or a peer's value often is not
+    /// kept), then evicts until main + hot fit the budget. The hot cache gives way first
+    /// whenever it holds more than 1/8 of what main holds, as in groupcache: a node's own
+    /// keys matter more than copies of other nodes' keys.
+    ///
+    /// Returns false, caching nothing, when a change newer than the value arrived while it
+    /// loaded (the stale-set race): the caller must not hand it out either.
+    fn populate_cache(
+        &self,
+        key: &str,
+        loaded: &Loaded,
+        cache: Option<&Cache>,
+        began: u64,
+    ) -> bool {
+        // Held until the value is in: a change's eviction takes the same lock, so it comes
+        // wholly before this (and the floor refuses the value) or wholly after (and evicts it).
+        let floors = self.invalidation.floors();
+        if self.stale_guard
+            && floors.is_stale(key, loaded.version, began, self.invalidation.epoch())
+        {
+            Stats::add(&self.stats.stale_loads_refused);
+            tracing::warn!(
+                "refused to cache {key} v{}: a newer change (v{}) arrived while it loaded; \
+                 loading it again",
+                loaded.version,
+                floors.floor(key)
+            );
+            return false;
+        }
+        let (Some(cache), Some(value)) = (cache, &loaded.value) else {
+            return true;
+        };
         // A value larger than the whole budget would evict everything, then itself; groupcache
         // lets that happen, but it empties the cache for nothing, so such a value is served
         // and not kept.
         if key.len() + value.len() > self.cache_bytes {
-            return;
+            return true;
         }
         // Keep a copy of exactly the value's size. A `Bytes` that came off the network is
         // often a slice of the connection's whole read buffer (kilobytes), and keeping the
         // slice keeps the buffer: measured in bench/, 100,000 cached 100-byte values held
         // 540 MiB that way, against the 11 MB the cache believed it held.
-        cache.add(key, Bytes::copy_from_slice(&value));
+        let entry = Entry {
+            value: Bytes::copy_from_slice(value),
+            version: loaded.version,
+            expires: self.ttl.map(|ttl| TokioInstant::now() + jittered(ttl)),
+        };
+        cache.add(key, entry);
         loop {
             let (main_bytes, hot_bytes) = (self.main_cache.bytes(), self.hot_cache.bytes());
             if main_bytes + hot_bytes <= self.cache_bytes {
-                return;
+                return true;
             }
             let victim = if hot_bytes > main_bytes / 8 {
                 &self.hot_cache
@@ -424,6 +508,44 @@ impl Group {
             };
             victim.remove_oldest();
         }
+    }
+
+    /// A change from the dbserver's stream: `key` was written at `version`.
+    ///
+    /// The key leaves *both* caches, not only the one it belongs in: after a failover a
+    /// stand-in holds its owner's keys in its main cache. (Reloading it at the owner instead
+    /// would cost a database read per change even for keys nobody asks for again.) An entry
+    /// at or above `version` is newer than the change and stays.
+    pub fn apply_change(&self, key: &str, version: u64) {
+        {
+            let mut floors = self.invalidation.floors();
+            floors.raise(key, version);
+            let main = self.main_cache.remove_older(key, version);
+            let hot = self.hot_cache.remove_older(key, version);
+            if main || hot {
+                Stats::add(&self.stats.evictions_by_change);
+                tracing::info!(
+                    kind = "change",
+                    "{key} changed (v{version}): dropped it from the cache"
+                );
+            }
+        }
+        Stats::add(&self.stats.changes_applied);
+        self.invalidation.applied_up_to(version);
+    }
+
+    /// Drops every cached value: the stream could not resume, so any of them may be stale.
+    /// Returns how many were dropped.
+    pub fn drop_everything(&self) -> u64 {
+        let mut floors = self.invalidation.floors();
+        self.invalidation.new_epoch();
+        floors.clear();
+        self.main_cache.clear() + self.hot_cache.clear()
+    }
+
+    /// The change stream, as this node has followed it.
+    pub fn invalidation(&self) -> &Invalidation {
+        &self.invalidation
     }
 
     /// The key's owner: the first peer of its ranking.
@@ -453,7 +575,22 @@ impl Group {
 
     /// All counters, the caches' included.
     pub fn stats(&self) -> NodeStats {
-        self.stats
-            .snapshot(&self.me, self.main_cache.stats(), self.hot_cache.stats())
+        let mut stats =
+            self.stats
+                .snapshot(&self.me, self.main_cache.stats(), self.hot_cache.stats());
+        stats.following = self.invalidation.following();
+        stats.last_version_applied = self.invalidation.applied();
+        stats
     }
+}
+
+/// How many times a load reads again after refusing a stale value.
+const LOAD_TRIES: u32 = 3;
+
+/// A TTL less up to 10%, at random. Without the jitter, keys cached together (a bench's
+/// first pass, a node warming up after a restart) would all expire in the same instant and
+/// reload together: a herd across many keys, which singleflight cannot fold, since it folds
+/// only the loads of one key.
+fn jittered(ttl: Duration) -> Duration {
+    ttl.mul_f64(1.0 - fastrand::f64() * 0.1)
 }

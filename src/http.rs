@@ -96,6 +96,20 @@ pub fn json<T: serde::Serialize>(value: &T) -> warp::reply::Response {
     response
 }
 
+/// An `ETag` for a value: its version (`"v7"`) when it is known, else a hash of its bytes
+/// (`"h…"`), which names the same bytes just as well but costs a pass over them.
+pub fn etag(version: u64, value: &[u8]) -> HeaderValue {
+    let tag = if version > 0 {
+        format!("\"v{version}\"")
+    } else {
+        use std::hash::Hasher;
+        let mut hasher = siphasher::sip::SipHasher13::new();
+        hasher.write(value);
+        format!("\"h{:016x}\"", hasher.finish())
+    };
+    HeaderValue::from_str(&tag).expect("quotes, letters and digits make a valid header")
+}
+
 /// A plain-text reply.
 pub fn text(status: StatusCode, body: String) -> warp::reply::Response {
     warp::reply::with_status(body + "\n", status).into_response()

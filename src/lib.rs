@@ -13,11 +13,15 @@
 //! - [`ring`] — who owns a key: rendezvous hashing over the peer list.
 //! - [`cache`] — a byte-counting LRU cache (the main and hot caches).
 //! - [`peers`] — the tarpc service a frontend uses to ask a key's owner, and its clients.
+//! - [`invalidation`] — what the change stream has told a node: floors against the
+//!   stale-set race, and the version applied.
 //!
 //! The servers and the tools around them:
 //! - [`frontend`] — a cache node: its configuration and its HTTP API for clients.
 //! - [`peer_server`] — how a node answers its peers' calls with its Get path.
-//! - [`dbserver`] — the slow, durable store (sled behind HTTP).
+//! - [`follow`] — `--follow-changes`: reading the dbserver's change stream, resuming it.
+//! - [`dbserver`] — the slow, durable store behind HTTP, and its change stream.
+//! - [`store`] — the store itself: versioned values and the change log, in sled.
 //! - [`client`] — HTTP clients for the dbserver and the frontends.
 //! - [`cli`] — `gclab cli set | get | cget | herd | bench | stats`.
 //! - [`demo`] — `gclab demo`: the walkthrough, the herd three ways, and the stats table.
@@ -40,10 +44,12 @@ pub mod client;
 pub mod dbserver;
 pub mod demo;
 pub mod fd_limit;
+pub mod follow;
 pub mod frontend;
 pub mod go_style;
 pub mod group;
 pub mod http;
+pub mod invalidation;
 pub mod key;
 pub mod logging;
 pub mod metrics;
@@ -53,5 +59,6 @@ pub mod ring;
 pub mod shutdown;
 pub mod singleflight;
 pub mod stats;
+pub mod store;
 pub mod topology;
 pub mod up;

@@ -111,7 +111,7 @@ impl Metrics {
 }
 
 /// groupcache's nine counters and our `failovers`, in the order `/stats` lists them.
-const NODE_COUNTERS: [(&str, &str); 10] = [
+const NODE_COUNTERS: [(&str, &str); 13] = [
     ("gclab_gets_total", "Every Get, from a client or a peer"),
     (
         "gclab_cache_hits_total",
@@ -130,6 +130,18 @@ const NODE_COUNTERS: [(&str, &str); 10] = [
     (
         "gclab_failovers_total",
         "Loads that went past a key's owner because it was down",
+    ),
+    (
+        "gclab_changes_applied_total",
+        "Changes read from the dbserver's change stream",
+    ),
+    (
+        "gclab_evictions_by_change_total",
+        "Changes that dropped a cached value",
+    ),
+    (
+        "gclab_stale_loads_refused_total",
+        "Loads refused because a newer change arrived while they loaded",
     ),
 ];
 
@@ -161,6 +173,23 @@ fn describe_all() {
         "Writes acknowledged by the dbserver, each flushed to disk"
     );
     describe_gauge!("gclab_db_keys", "Keys stored in the dbserver");
+    describe_gauge!(
+        "gclab_last_version_applied",
+        "The newest version of the change stream this node has applied"
+    );
+    describe_counter!(
+        "gclab_db_deletes_total",
+        "Deletes acknowledged by the dbserver"
+    );
+    describe_gauge!(
+        "gclab_db_version",
+        "The version of the dbserver's newest write"
+    );
+    describe_gauge!("gclab_db_followers", "Change streams open on the dbserver");
+    describe_counter!(
+        "gclab_db_followers_dropped_total",
+        "Change-stream followers dropped for falling behind"
+    );
 }
 
 fn publish_node(s: &NodeStats) {
@@ -175,10 +204,14 @@ fn publish_node(s: &NodeStats) {
         s.local_load_errs,
         s.server_requests,
         s.failovers,
+        s.changes_applied,
+        s.evictions_by_change,
+        s.stale_loads_refused,
     ];
     for ((name, _), value) in NODE_COUNTERS.iter().zip(values) {
         metrics::counter!(*name).absolute(value);
     }
+    metrics::gauge!("gclab_last_version_applied").set(s.last_version_applied as f64);
     for (cache, c) in [("main", &s.main_cache), ("hot", &s.hot_cache)] {
         metrics::gauge!("gclab_cache_bytes", "cache" => cache).set(c.bytes as f64);
         metrics::gauge!("gclab_cache_items", "cache" => cache).set(c.items as f64);
@@ -192,6 +225,10 @@ fn publish_db(s: &DbStats) {
     metrics::counter!("gclab_db_gets_total").absolute(s.gets);
     metrics::counter!("gclab_db_sets_total").absolute(s.sets);
     metrics::gauge!("gclab_db_keys").set(s.keys as f64);
+    metrics::counter!("gclab_db_deletes_total").absolute(s.deletes);
+    metrics::gauge!("gclab_db_version").set(s.version as f64);
+    metrics::gauge!("gclab_db_followers").set(s.followers as f64);
+    metrics::counter!("gclab_db_followers_dropped_total").absolute(s.followers_dropped);
 }
 
 #[cfg(test)]
@@ -206,6 +243,7 @@ mod tests {
             gets: 7,
             sets: 1,
             keys: 1,
+            ..DbStats::default()
         }));
         let b_text = b.render(Snapshot::Db(DbStats::default()));
         assert!(a_text.contains("gclab_db_gets_total 7"), "{a_text}");

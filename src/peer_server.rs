@@ -10,13 +10,13 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::StreamExt;
 use tarpc::context;
 use tarpc::server::{BaseChannel, Channel};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+use crate::client::Loaded;
 use crate::group::{GetError, Group};
 use crate::key;
 use crate::peers::{transport, Peer, MAX_VALUE_TO_SHARE};
@@ -30,12 +30,7 @@ struct PeerServer {
 }
 
 impl Peer for PeerServer {
-    async fn get(
-        self,
-        _: context::Context,
-        from: String,
-        key: String,
-    ) -> Result<Option<Bytes>, String> {
+    async fn get(self, _: context::Context, from: String, key: String) -> Result<Loaded, String> {
         key::validate(&key).map_err(|e| e.to_string())?;
         self.check_asker(&from);
         tracing::info!(kind = "peer", "peer asked for {key}");
@@ -47,8 +42,14 @@ impl Peer for PeerServer {
                 "{key} is {} bytes, more than a peer reply carries ({MAX_VALUE_TO_SHARE})",
                 got.value.len()
             )),
-            Ok(got) => Ok(Some(got.value)),
-            Err(GetError::NotFound) => Ok(None),
+            Ok(got) => Ok(Loaded {
+                value: Some(got.value),
+                version: got.version,
+            }),
+            Err(GetError::NotFound(version)) => Ok(Loaded {
+                value: None,
+                version,
+            }),
             Err(GetError::Unavailable(reason)) => Err(reason),
         }
     }

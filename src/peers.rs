@@ -18,7 +18,7 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use crate::client::Loaded;
 use tarpc::client::RpcError;
 use tarpc::tokio_serde::formats::Bincode;
 use tarpc::tokio_util::codec::LengthDelimitedCodec;
@@ -38,10 +38,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// What one frontend can ask another.
 #[tarpc::service]
 pub trait Peer {
-    /// The value of `key`, loaded by the node asked: `Ok(None)` if the database has no
-    /// such key, `Err(reason)` if it could not be loaded. `from` is the asker's name (its
+    /// The value of `key` and its version, loaded by the node asked (`value: None` if the
+    /// database has no such key), or `Err(reason)` if it could not be loaded. `from` is the asker's name (its
     /// peer address), so a node can tell when it is asked by a peer it does not know of.
-    async fn get(from: String, key: String) -> Result<Option<Bytes>, String>;
+    async fn get(from: String, key: String) -> Result<Loaded, String>;
 }
 
 /// Wraps a TCP stream in tarpc's length-delimited bincode transport, frames capped.
@@ -123,7 +123,7 @@ impl Peers {
     }
 
     /// Asks `peer` for `key`.
-    pub async fn get(&self, peer: &str, key: &str) -> Result<Option<Bytes>, PeerError> {
+    pub async fn get(&self, peer: &str, key: &str) -> Result<Loaded, PeerError> {
         let connection = self
             .connections
             .get(peer)

@@ -37,6 +37,12 @@ pub struct Stats {
     pub server_requests: AtomicU64,
     /// Loads that went past a key's owner because it was down (not a groupcache counter).
     pub failovers: AtomicU64,
+    /// Changes read from the dbserver's change stream (`--follow-changes`).
+    pub changes_applied: AtomicU64,
+    /// Changes that dropped a cached value.
+    pub evictions_by_change: AtomicU64,
+    /// Loads refused because a newer change arrived while they loaded (the stale-set race).
+    pub stale_loads_refused: AtomicU64,
 }
 
 impl Stats {
@@ -60,6 +66,11 @@ impl Stats {
             local_load_errs: read(&self.local_load_errs),
             server_requests: read(&self.server_requests),
             failovers: read(&self.failovers),
+            following: false,
+            changes_applied: read(&self.changes_applied),
+            evictions_by_change: read(&self.evictions_by_change),
+            stale_loads_refused: read(&self.stale_loads_refused),
+            last_version_applied: 0,
             main_cache,
             hot_cache,
         }
@@ -88,6 +99,18 @@ pub struct NodeStats {
     pub local_load_errs: u64,
     pub server_requests: u64,
     pub failovers: u64,
+    /// Whether the node follows the dbserver's change stream.
+    #[serde(default)]
+    pub following: bool,
+    #[serde(default)]
+    pub changes_applied: u64,
+    #[serde(default)]
+    pub evictions_by_change: u64,
+    #[serde(default)]
+    pub stale_loads_refused: u64,
+    /// The newest version of the change stream this node has applied.
+    #[serde(default)]
+    pub last_version_applied: u64,
     pub main_cache: CacheStats,
     pub hot_cache: CacheStats,
 }
@@ -99,6 +122,22 @@ pub struct DbStats {
     pub gets: u64,
     /// Writes acknowledged (each one flushed to disk).
     pub sets: u64,
+    /// Deletes acknowledged.
+    #[serde(default)]
+    pub deletes: u64,
     /// Keys stored.
     pub keys: u64,
+    /// The version of the newest write: it grows with every set and delete, and never
+    /// goes back, not even across a crash.
+    #[serde(default)]
+    pub version: u64,
+    /// The oldest version the change log still holds (0: none yet).
+    #[serde(default)]
+    pub oldest_change: u64,
+    /// Change streams open now.
+    #[serde(default)]
+    pub followers: u64,
+    /// Followers dropped because they fell too far behind.
+    #[serde(default)]
+    pub followers_dropped: u64,
 }

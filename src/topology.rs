@@ -54,7 +54,8 @@ impl Topology {
 
         let db_listener = TcpListener::bind("127.0.0.1:0").await?;
         let db_addr = db_listener.local_addr()?.to_string();
-        let store = Store::open(topology.data.path(), delay).map_err(std::io::Error::other)?;
+        let store = Store::open(topology.data.path(), delay, crate::store::CHANGE_LOG)
+            .map_err(std::io::Error::other)?;
         let stop = topology.stopper();
         let config = dbserver::Config::new(dbserver::MAX_VALUE_BYTES, CLIENT_TIMEOUT, delay);
         topology.spawn(dbserver::run(db_listener, Arc::new(store), config, stop));
@@ -84,6 +85,9 @@ impl Topology {
                     peer_timeout: delay + Duration::from_secs(8),
                     singleflight: true,
                     use_peers: true,
+                    follow_changes: false,
+                    stale_guard: true,
+                    ttl: None,
                 },
                 client_timeout: Duration::from_secs(10),
             };

@@ -114,6 +114,9 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
         if args.quiet_hits {
             argv.push("--quiet-hits".to_owned());
         }
+        if args.follow_changes {
+            argv.push("--follow-changes".to_owned());
+        }
         plan.push((format!("frontend-{port}"), argv));
     }
 

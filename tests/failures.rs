@@ -184,6 +184,9 @@ async fn frontend_among(db: &str, others: &[String]) -> (String, FrontendClient)
             peer_timeout: Duration::from_millis(300),
             singleflight: true,
             use_peers: true,
+            follow_changes: false,
+            stale_guard: true,
+            ttl: None,
         },
         client_timeout: TIMEOUT,
     };

@@ -60,7 +60,8 @@ fn report(result: Result<(), String>) -> ExitCode {
 async fn run_dbserver(args: DbserverArgs) -> Result<(), String> {
     logging::init(false);
     let stop = shutdown::signal();
-    let store = dbserver::Store::open(&args.data_dir, args.delay).map_err(|e| e.to_string())?;
+    let store = dbserver::Store::open(&args.data_dir, args.delay, args.change_log)
+        .map_err(|e| e.to_string())?;
     let listener = bind(&args.addr, "dbserver", "--addr").await?;
     // The whole path, since `gclab-data` is relative to wherever the dbserver was started.
     let data_dir = std::fs::canonicalize(&args.data_dir).unwrap_or(args.data_dir.clone());

@@ -242,7 +242,7 @@ pub async fn measure(plan: &Plan, progress: bool) -> Result<Report, ClientError>
 /// Writes `key1`..`keyN` to the dbserver, 64 at a time.
 async fn fill(db: &DbClient, keys: u32) -> Result<(), ClientError> {
     let results: Vec<Result<(), ClientError>> = stream::iter(1..=keys)
-        .map(|i| async move { db.set(&format!("key{i}"), value_of(i)).await })
+        .map(|i| async move { db.set(&format!("key{i}"), value_of(i)).await.map(drop) })
         .buffer_unordered(64)
         .collect()
         .await;

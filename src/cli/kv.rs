@@ -1,10 +1,17 @@
-//! `gclab cli set | get | cget`: one key, one answer, and where it came from.
+//! `gclab cli set | del | get | cget`: one key, one answer, and where it came from.
 //!
 //! The value alone goes to stdout, so `$(gclab cli cget --key foo)` works. When stderr is a
 //! terminal, one more line there explains the answer:
 //!
 //! ```text
 //! bar  ← 8002 · owner 8001 · from peer · 1.2 ms
+//! ```
+//!
+//! A set or a delete says its version, and how many of the frontends that follow changes
+//! have applied it, and how long after the dbserver acknowledged it:
+//!
+//! ```text
+//! stored foo v7 · 1.1 ms · seen by 3/3 frontends in 2.4 ms
 //! ```
 //!
 //! `--json` prints everything as one object on stdout instead. Exit codes: 0 found,
@@ -29,6 +36,7 @@ pub async fn run(command: CliCommand, json: bool) -> u8 {
     let out = Output { json };
     let key = match &command {
         CliCommand::Set { key, .. }
+        | CliCommand::Del { key, .. }
         | CliCommand::Get { key, .. }
         | CliCommand::Cget { key, .. } => key,
         _ => unreachable!("cli::run sends only set, get and cget here"),
@@ -43,6 +51,7 @@ pub async fn run(command: CliCommand, json: bool) -> u8 {
             value,
             value_file,
             db,
+            frontends,
         } => {
             let value = match read_value(value, value_file) {
                 Ok(value) => value,
@@ -50,7 +59,23 @@ pub async fn run(command: CliCommand, json: bool) -> u8 {
             };
             let db = DbClient::new(&db, TIMEOUT);
             match db.set(&key, value).await {
-                Ok(()) => out.stored(&key, db.addr(), started.elapsed()),
+                Ok(version) => {
+                    let took = started.elapsed();
+                    let reach = reach(&frontends, version).await;
+                    out.written("stored", &key, db.addr(), version, took, &reach)
+                }
+                Err(e) => out.client_error(&e),
+            }
+        }
+        CliCommand::Del { key, db, frontends } => {
+            let db = DbClient::new(&db, TIMEOUT);
+            match db.delete(&key).await {
+                Ok(Some(version)) => {
+                    let took = started.elapsed();
+                    let reach = reach(&frontends, version).await;
+                    out.written("deleted", &key, db.addr(), version, took, &reach)
+                }
+                Ok(None) => out.not_found(&key, &format!("dbserver {}", short(db.addr()))),
                 Err(e) => out.client_error(&e),
             }
         }
@@ -99,6 +124,51 @@ pub async fn run(command: CliCommand, json: bool) -> u8 {
         }
         _ => unreachable!("cli::run sends only set, get and cget here"),
     }
+}
+
+/// How long `set` and `del` wait for the frontends to apply the write.
+const REACH_WAIT: Duration = Duration::from_secs(1);
+
+/// How far a write got: the frontends that follow changes, and which of them applied it.
+struct Reach {
+    following: Vec<String>,
+    seen: usize,
+    /// From the acknowledgement to the last frontend's report.
+    took: Duration,
+    /// The followers that had not applied it when the wait ended.
+    behind: Vec<String>,
+}
+
+/// Asks every frontend, at once, to report when it has applied `version`.
+async fn reach(frontends: &[String], version: u64) -> Reach {
+    let acknowledged = Instant::now();
+    let asks = frontends.iter().map(|addr| async move {
+        let client = FrontendClient::new(&crate::args::address(addr), TIMEOUT);
+        let applied = client.applied(version, REACH_WAIT).await;
+        (client.addr().to_owned(), applied, acknowledged.elapsed())
+    });
+    let mut reach = Reach {
+        following: Vec::new(),
+        seen: 0,
+        took: Duration::ZERO,
+        behind: Vec::new(),
+    };
+    for (addr, applied, took) in futures::future::join_all(asks).await {
+        // A frontend that is down or does not follow changes is not waited for: it is
+        // not among those the write should reach.
+        let Ok(applied) = applied else { continue };
+        if !applied.following {
+            continue;
+        }
+        reach.following.push(addr.clone());
+        reach.took = reach.took.max(took);
+        if applied.applied >= version {
+            reach.seen += 1;
+        } else {
+            reach.behind.push(short(&addr).to_owned());
+        }
+    }
+    reach
 }
 
 /// The value to set: the `--value` text, stdin for `--value -`, or `--value-file`'s bytes.
@@ -161,18 +231,39 @@ impl Output {
         exit::FOUND
     }
 
-    fn stored(&self, key: &str, db: &str, took: Duration) -> u8 {
+    fn written(
+        &self,
+        what: &str,
+        key: &str,
+        db: &str,
+        version: u64,
+        took: Duration,
+        reach: &Reach,
+    ) -> u8 {
         if self.json {
             println!(
                 "{}",
-                json!({"key": key, "stored": true, "dbserver": db, "ms": millis(took)})
+                json!({
+                    "key": key, what: true, "dbserver": db, "version": version,
+                    "ms": millis(took), "following": reach.following,
+                    "seen_by": reach.seen, "seen_ms": millis(reach.took),
+                })
             );
-        } else {
-            explain(&format!(
-                "stored {key} in dbserver {db} · {:.1} ms",
-                millis(took)
-            ));
+            return exit::FOUND;
         }
+        let mut line = format!("{what} {key} v{version} · {:.1} ms", millis(took));
+        if !reach.following.is_empty() {
+            line += &format!(
+                " · seen by {}/{} frontends in {:.1} ms",
+                reach.seen,
+                reach.following.len(),
+                millis(reach.took)
+            );
+            if !reach.behind.is_empty() {
+                line += &format!(" ({} had not applied it yet)", reach.behind.join(", "));
+            }
+        }
+        explain(&line);
         exit::FOUND
     }
 

@@ -73,9 +73,10 @@ pub async fn collect(
     (nodes, db.map_err(|e| e.to_string()))
 }
 
-/// Every counter of a node, by its name in `/stats`.
-pub fn counters(s: &NodeStats) -> Vec<(&'static str, u64)> {
-    vec![
+/// Every counter of a node, by its name in `/stats`; the change-stream counters only when
+/// `changes` (some node in the table follows changes), so the groupcache table stays as it is.
+pub fn counters(s: &NodeStats, changes: bool) -> Vec<(&'static str, u64)> {
+    let mut counters = vec![
         ("gets", s.gets),
         ("cache_hits", s.cache_hits),
         ("loads", s.loads),
@@ -92,7 +93,16 @@ pub fn counters(s: &NodeStats) -> Vec<(&'static str, u64)> {
         ("hot_cache.items", s.hot_cache.items),
         ("hot_cache.bytes", s.hot_cache.bytes),
         ("hot_cache.evictions", s.hot_cache.evictions),
-    ]
+    ];
+    if changes {
+        counters.extend([
+            ("changes_applied", s.changes_applied),
+            ("evictions_by_change", s.evictions_by_change),
+            ("stale_loads_refused", s.stale_loads_refused),
+            ("last_version_applied", s.last_version_applied),
+        ]);
+    }
+    counters
 }
 
 /// The table: a column per node and a row per counter, which fits 80 columns for up to
@@ -108,7 +118,8 @@ pub fn render(nodes: &[Row], db_addr: &str, db: &Result<DbStats, String>, wide: 
         .filter_map(|(addr, stats)| stats.as_ref().ok().map(|s| (name(addr, stats), s)))
         .collect();
     let names: Vec<String> = up.iter().map(|(n, _)| n.clone()).collect();
-    let labels: Vec<&str> = counters(&NodeStats::default())
+    let changes = up.iter().any(|(_, s)| s.following);
+    let labels: Vec<&str> = counters(&NodeStats::default(), changes)
         .iter()
         .map(|(l, _)| *l)
         .collect();
@@ -120,7 +131,10 @@ pub fn render(nodes: &[Row], db_addr: &str, db: &Result<DbStats, String>, wide: 
             .map(|(n, s)| {
                 (
                     n.clone(),
-                    counters(s).iter().map(|(_, v)| v.to_string()).collect(),
+                    counters(s, changes)
+                        .iter()
+                        .map(|(_, v)| v.to_string())
+                        .collect(),
                 )
             })
             .collect();
@@ -133,7 +147,7 @@ pub fn render(nodes: &[Row], db_addr: &str, db: &Result<DbStats, String>, wide: 
             .map(|(i, label)| {
                 let values = up
                     .iter()
-                    .map(|(_, s)| counters(s)[i].1.to_string())
+                    .map(|(_, s)| counters(s, changes)[i].1.to_string())
                     .collect();
                 ((*label).to_owned(), values)
             })
@@ -150,11 +164,16 @@ pub fn render(nodes: &[Row], db_addr: &str, db: &Result<DbStats, String>, wide: 
         Ok(d) => {
             let _ = writeln!(
                 out,
-                "dbserver {}: gets {} · sets {} · keys {}",
+                "dbserver {}: gets {} · sets {} · keys {}{}",
                 short(db_addr),
                 d.gets,
                 d.sets,
-                d.keys
+                d.keys,
+                if changes {
+                    format!(" · v{} · followers {}", d.version, d.followers)
+                } else {
+                    String::new()
+                }
             );
         }
         Err(e) => {
