@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{gclab, ServerProcess};
 use futures::StreamExt;
-use gclab::client::{DbClient, FrontendClient, StreamLine};
+use gclab::client::{DbClient, FrontendClient};
 use gclab::frontend::{self, Config};
 use gclab::topology::Topology;
 use tokio::net::TcpListener;
@@ -456,11 +456,15 @@ async fn randomized_writers_and_readers_never_read_older_than_what_every_fronten
     for w in writers {
         w.await.unwrap();
     }
+    let mut all_reads = Vec::new();
+    for r in readers {
+        all_reads.extend(r.await.unwrap());
+    }
     let mut stale = Vec::new();
     let mut count = 0;
-    let writes = writes.lock().unwrap();
-    for r in readers {
-        for (key, floor, version, value) in r.await.unwrap() {
+    let writes = std::mem::take(&mut *writes.lock().unwrap());
+    {
+        for (key, floor, version, value) in all_reads {
             count += 1;
             // The newest write of this key that every frontend had applied before the read.
             let due = writes
