@@ -168,6 +168,27 @@ fn the_picture_names_both_protocols() {
 }
 
 #[test]
+fn the_picture_draws_the_change_stream_and_names_its_switch() {
+    let svg = picture();
+    let text = visible_text(&svg);
+    for words in ["GET /changes", "--follow-changes"] {
+        assert!(text.contains(words), "the picture never says {words}");
+    }
+    // The switch it names is one the frontend really has.
+    let frontend = Gclab::command();
+    let frontend = frontend.find_subcommand("frontend").unwrap();
+    assert!(frontend
+        .get_arguments()
+        .any(|a| a.get_long() == Some("follow-changes")));
+    let document = roxmltree::Document::parse(&svg).unwrap();
+    let arrows = document
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("stream"))
+        .count();
+    assert!(arrows >= 2, "the stream arrow and its key in the legend");
+}
+
+#[test]
 fn ports_are_found_after_a_colon_only() {
     assert_eq!(
         ports_named_in("HTTP :9001 · 127.0.0.1:8002 · source: peer · 300 ms"),
