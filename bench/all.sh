@@ -3,7 +3,7 @@
 # the generated part of bench/RESULTS.md, between its two markers; the prose around them
 # is kept.
 #
-#   bash bench/all.sh                  # hits, rss, herd, cli-time, and profiles of misses
+#   bash bench/all.sh                  # hits, rss, herd, cli-time, changes, and profiles of misses
 #   bash bench/all.sh herd cli-time    # only these (results.json then holds only these)
 #   bash bench/all.sh --render         # RESULTS.md again from results.json, measuring nothing
 #
@@ -22,7 +22,7 @@
 
 source "$(dirname "$0")/lib.sh"
 
-MEASUREMENTS=(hits rss herd cli-time)
+MEASUREMENTS=(hits rss herd cli-time changes)
 RESULTS_DIR=${RESULTS_DIR:-$BENCH}
 JSON=$RESULTS_DIR/results.json
 MD=$RESULTS_DIR/RESULTS.md

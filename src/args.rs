@@ -18,11 +18,13 @@ pub struct Gclab {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// A durable key/value store over HTTP that is slow to read on purpose.
+    /// A durable key/value store over HTTP, slow to read on purpose; it numbers every write
+    /// and streams the changes to frontends that follow them.
     Dbserver(DbserverArgs),
     /// A cache peer: tarpc for other peers on --port, HTTP for clients on --http-port.
     Frontend(FrontendArgs),
-    /// Talk to the dbserver (set, get), a frontend (cget), or all of them (herd, bench, stats).
+    /// Talk to the dbserver (set, del, get), a frontend (cget), or all of them (herd, bench,
+    /// stats).
     Cli(CliArgs),
     /// The whole story in one go: the walkthrough, the herd three ways, the stats table.
     Demo(DemoArgs),
@@ -230,7 +232,7 @@ pub struct CliArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum CliCommand {
-    /// Store a value in the dbserver.
+    /// Store a value in the dbserver, and see which frontends have applied the write.
     Set {
         /// The key: 1 to 250 bytes of UTF-8.
         #[arg(long)]

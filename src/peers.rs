@@ -18,13 +18,14 @@
 
 use std::time::{Duration, Instant};
 
-use crate::client::Loaded;
 use tarpc::client::RpcError;
 use tarpc::tokio_serde::formats::Bincode;
 use tarpc::tokio_util::codec::LengthDelimitedCodec;
 use tarpc::{context, serde_transport};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
+
+use crate::client::Loaded;
 
 /// The largest frame either side accepts: a value (1 MiB by default) plus room for the rest.
 pub const MAX_FRAME_BYTES: usize = 2 * 1024 * 1024;
