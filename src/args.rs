@@ -258,18 +258,6 @@ pub enum CliCommand {
         #[arg(long, value_delimiter = ',', default_value = "9001,9002,9003")]
         frontends: Vec<String>,
     },
-    /// Delete a key in the dbserver.
-    Del {
-        /// The key: 1 to 250 bytes of UTF-8.
-        #[arg(long)]
-        key: String,
-        /// The dbserver's address.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        db: String,
-        /// The frontends to watch the delete reach, as for set.
-        #[arg(long, value_delimiter = ',', default_value = "9001,9002,9003")]
-        frontends: Vec<String>,
-    },
     /// Read a value straight from the dbserver (pays its delay every time).
     Get {
         /// The key: 1 to 250 bytes of UTF-8.
@@ -290,6 +278,18 @@ pub enum CliCommand {
         /// The frontend's HTTP address (instead of --port).
         #[arg(long, conflicts_with = "port")]
         frontend: Option<String>,
+    },
+    /// Delete a key in the dbserver.
+    Del {
+        /// The key: 1 to 250 bytes of UTF-8.
+        #[arg(long)]
+        key: String,
+        /// The dbserver's address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        db: String,
+        /// The frontends to watch the delete reach, as for set.
+        #[arg(long, value_delimiter = ',', default_value = "9001,9002,9003")]
+        frontends: Vec<String>,
     },
     /// Fire many cgets of one fresh key at once, and count how often the database was read.
     Herd {

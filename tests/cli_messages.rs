@@ -50,7 +50,7 @@ fn go_style_mistakes_are_named_as_typed() {
     assert_eq!(out.status.code(), Some(2));
     let said = stderr(&out);
     assert!(said.contains("needs a command first"), "{said}");
-    assert!(said.contains("-set, -del, -get, -cget"), "{said}");
+    assert!(said.contains("-set, -get, -cget"), "{said}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
