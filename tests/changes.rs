@@ -164,36 +164,16 @@ async fn gated_db() -> GatedDb {
     }
 }
 
-/// One frontend, alone in its ring, over the dbserver at `db`.
+/// One frontend, alone in its ring, following the dbserver at `db`, with deadlines long
+/// enough for a read held at the gate.
 async fn lone_frontend(db: &str, tweak: impl Fn(&mut Config)) -> FrontendClient {
-    let peer_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let http_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let me = peer_listener.local_addr().unwrap().to_string();
-    let http = http_listener.local_addr().unwrap().to_string();
-    let mut config = Config {
-        group: gclab::group::Config {
-            me: me.clone(),
-            peers: vec![me],
-            db_addr: db.to_owned(),
-            cache_bytes: 1 << 20,
-            db_timeout: Duration::from_secs(20),
-            peer_timeout: Duration::from_secs(30),
-            singleflight: true,
-            use_peers: true,
-            follow_changes: true,
-            stale_guard: true,
-            ttl: None,
-        },
-        client_timeout: TIMEOUT,
-    };
-    tweak(&mut config);
-    tokio::spawn(frontend::run(
-        peer_listener,
-        http_listener,
-        config,
-        std::future::pending(),
-    ));
-    FrontendClient::new(&http, Duration::from_secs(30))
+    let mut frontends = frontends_over(db, 1, |config| {
+        config.group.db_timeout = Duration::from_secs(20);
+        config.group.peer_timeout = Duration::from_secs(30);
+        tweak(config);
+    })
+    .await;
+    frontends.remove(0)
 }
 
 /// Plays the race: a load reads v1, a change to v2 is applied while it is in flight, then
@@ -309,11 +289,12 @@ fn dbserver_at(port: u16, data: &std::path::Path, extra: &[&str]) -> ServerProce
     ServerProcess::start(&args)
 }
 
-/// Three following frontends over the dbserver at `db`.
-async fn following_frontends(db: &str) -> Vec<FrontendClient> {
+/// `n` frontends that peer together and follow the dbserver at `db`; `tweak` may change
+/// each one's configuration.
+async fn frontends_over(db: &str, n: usize, tweak: impl Fn(&mut Config)) -> Vec<FrontendClient> {
     let mut peers = Vec::new();
     let mut listeners = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..n {
         let peer = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
         peers.push(peer.local_addr().unwrap().to_string());
@@ -325,7 +306,7 @@ async fn following_frontends(db: &str) -> Vec<FrontendClient> {
             &http.local_addr().unwrap().to_string(),
             TIMEOUT,
         ));
-        let config = Config {
+        let mut config = Config {
             group: gclab::group::Config {
                 me: peer.local_addr().unwrap().to_string(),
                 peers: peers.clone(),
@@ -341,6 +322,7 @@ async fn following_frontends(db: &str) -> Vec<FrontendClient> {
             },
             client_timeout: TIMEOUT,
         };
+        tweak(&mut config);
         tokio::spawn(frontend::run(peer, http, config, std::future::pending()));
     }
     clients
@@ -353,7 +335,7 @@ async fn the_stream_resumes_after_a_dbserver_restart_and_a_lost_gap_clears_the_c
     let addr = format!("127.0.0.1:{port}");
     let mut dbserver = dbserver_at(port, data.path(), &["--change-log", "3"]);
     let db = DbClient::new(&addr, TIMEOUT);
-    let frontends = following_frontends(&addr).await;
+    let frontends = frontends_over(&addr, 3, |_| {}).await;
     let v = db.set("foo", Bytes::from_static(b"one")).await.unwrap();
     wait_applied(&frontends, v).await;
     assert_eq!(values_everywhere(&frontends, "foo").await, ["one"; 3]);
