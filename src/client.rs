@@ -646,7 +646,10 @@ impl FrontendClient {
             node: header("x-gclab-node"),
             owner: header("x-gclab-owner"),
             source: header("x-gclab-source"),
-            version: version_of(&answer.headers),
+            version: answer
+                .headers
+                .get(hyper::header::ETAG)
+                .map_or(0, |tag| crate::http::version_in_etag(tag.as_bytes())),
             value: answer.body,
         }))
     }

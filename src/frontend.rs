@@ -7,8 +7,8 @@
 //! - `GET /cache/{key}` → 200 and the value, with headers `x-gclab-node` (this node),
 //!   `x-gclab-owner` (the key's owner) and `x-gclab-source` (`main`, `hot`, `peer` or `db`);
 //!   404 when the dbserver has no such key; 502 when the value could not be loaded. It
-//!   carries `x-gclab-version` and an `ETag`; a request whose `If-None-Match` names that
-//!   ETag gets `304 Not Modified` and no body
+//!   carries an `ETag`, the value's version (`"v7"`); a request whose `If-None-Match` names
+//!   that ETag gets `304 Not Modified` and no body
 //! - `GET /applied?at_least=V&wait_ms=T` → `{"following": bool, "applied": N}`, once the
 //!   node has applied change V (or after T ms, at most 5 s): how `cli set` sees a write
 //!   reach every frontend
@@ -137,7 +137,6 @@ impl Api {
 const NODE: HeaderName = HeaderName::from_static("x-gclab-node");
 const OWNER: HeaderName = HeaderName::from_static("x-gclab-owner");
 const SOURCE: HeaderName = HeaderName::from_static("x-gclab-source");
-const VERSION: HeaderName = HeaderName::from_static(crate::dbserver::VERSION);
 
 /// The longest `GET /applied` waits.
 const MAX_APPLIED_WAIT: Duration = Duration::from_secs(5);
@@ -222,8 +221,8 @@ async fn cache_get(
                 http::value(got.value)
             };
             let headers = response.headers_mut();
+            // The ETag alone carries the version here: one header made per hit, not two.
             headers.insert(warp::http::header::ETAG, etag);
-            headers.insert(VERSION, HeaderValue::from(got.version));
             headers.insert(NODE, api.node.clone());
             headers.insert(OWNER, api.owner_header(&key));
             headers.insert(SOURCE, HeaderValue::from_static(got.source.as_str()));

@@ -262,19 +262,15 @@ impl Group {
 
     /// Looks in the main cache, then the hot cache.
     fn lookup_cache(&self, key: &str) -> Option<Got> {
-        // tokio's clock, not std's: a test can pause it and step past a TTL.
-        let now = TokioInstant::now();
         let got = |entry: Entry, source| Got {
             value: entry.value,
             source,
             version: entry.version,
         };
-        if let Some(entry) = self.main_cache.get(key, now) {
+        if let Some(entry) = self.main_cache.get(key) {
             return Some(got(entry, Source::Main));
         }
-        self.hot_cache
-            .get(key, now)
-            .map(|entry| got(entry, Source::Hot))
+        self.hot_cache.get(key).map(|entry| got(entry, Source::Hot))
     }
 
     /// Loads a key that missed the cache, once for all concurrent callers.

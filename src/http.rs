@@ -99,15 +99,31 @@ pub fn json<T: serde::Serialize>(value: &T) -> warp::reply::Response {
 /// An `ETag` for a value: its version (`"v7"`) when it is known, else a hash of its bytes
 /// (`"h…"`), which names the same bytes just as well but costs a pass over them.
 pub fn etag(version: u64, value: &[u8]) -> HeaderValue {
-    let tag = if version > 0 {
-        format!("\"v{version}\"")
+    use std::io::Write;
+    // Written into a buffer on the stack: this runs on every cache hit, and a `format!`
+    // would cost an allocation more than the header's own.
+    let mut tag = [0u8; 24];
+    let mut cursor = std::io::Cursor::new(&mut tag[..]);
+    let written = if version > 0 {
+        write!(cursor, "\"v{version}\"")
     } else {
         use std::hash::Hasher;
         let mut hasher = siphasher::sip::SipHasher13::new();
         hasher.write(value);
-        format!("\"h{:016x}\"", hasher.finish())
+        write!(cursor, "\"h{:016x}\"", hasher.finish())
     };
-    HeaderValue::from_str(&tag).expect("quotes, letters and digits make a valid header")
+    written.expect("a u64 in 20 digits fits 24 bytes with its quotes and letter");
+    let len = cursor.position() as usize;
+    HeaderValue::from_bytes(&tag[..len]).expect("quotes, letters and digits make a valid header")
+}
+
+/// The version in an ETag that [`etag`] made (`"v7"` → 7); 0 for any other tag.
+pub fn version_in_etag(tag: &[u8]) -> u64 {
+    tag.strip_prefix(b"\"v")
+        .and_then(|rest| rest.strip_suffix(b"\""))
+        .and_then(|digits| std::str::from_utf8(digits).ok())
+        .and_then(|digits| digits.parse().ok())
+        .unwrap_or(0)
 }
 
 /// A plain-text reply.
