@@ -42,9 +42,11 @@ async fn follow(group: &Group, db: &DbClient) {
             Ok(stream) => stream,
             Err(ChangesError::Gone(reason)) => {
                 let dropped = group.drop_everything();
+                // The dbserver's answer ends in advice for any client; ours is what we did.
+                let reason = reason.split("; ").next().unwrap_or_default();
                 tracing::warn!(
-                    "cannot resume the change stream ({reason}): dropped all {dropped} cached \
-                     values, following from now on"
+                    "cannot resume the change stream: {reason}. Dropped every cached value \
+                     ({dropped}), since any of them may have changed; following from now on"
                 );
                 since = None;
                 continue;
@@ -67,7 +69,7 @@ async fn follow(group: &Group, db: &DbClient) {
                         let dropped = group.drop_everything();
                         let note = match dropped {
                             0 => String::new(),
-                            n => format!(" (dropped the {n} values cached before)"),
+                            n => format!(" (dropped the {n} cached before it)"),
                         };
                         group.invalidation().applied_up_to(hello);
                         tracing::info!(

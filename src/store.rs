@@ -12,6 +12,8 @@
 //! are on disk together or not at all, and the store's version is the newest key in
 //! `changes`. The log keeps the newest `change_log` entries (at least one, so the version
 //! survives a restart); older ones are removed as new ones come.
+//! Keys stored by the lab's earlier releases, in sled's default tree without versions, are
+//! given versions when the store opens.
 //!
 //! A write is acknowledged only after sled has flushed it, and only then **published** to
 //! the followers (the frontends' `GET /changes` streams): a frontend never hears of a write
@@ -206,7 +208,33 @@ impl Store {
             keys,
             followers_dropped: AtomicU64::default(),
         };
+        store.adopt_unversioned().map_err(|e| OpenError {
+            dir: dir.display().to_string(),
+            reason: format!("cannot give versions to the keys stored before them: {e}"),
+        })?;
         Ok(store)
+    }
+
+    /// Keys written before versions existed (the lab's earlier releases) live in sled's
+    /// default tree, without one: each gets a version here, as if it had just been written,
+    /// so that an upgrade loses no data.
+    fn adopt_unversioned(&self) -> sled::Result<()> {
+        let mut adopted = 0;
+        for entry in self.db.iter() {
+            let (key, value) = entry?;
+            // Every key was checked to be UTF-8 when it was written; anything else is not ours.
+            if let Ok(key) = std::str::from_utf8(&key) {
+                self.write(key, Op::Set, &value)?;
+                adopted += 1;
+            }
+            self.db.remove(&key)?;
+        }
+        if adopted > 0 {
+            self.db.flush()?;
+            lock(&self.followers).published = *lock(&self.writing);
+            tracing::info!("gave versions to {adopted} keys stored before versions existed");
+        }
+        Ok(())
     }
 
     /// A follower whose queue holds more than `lines` change lines is dropped (tests make
@@ -439,6 +467,28 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn keys_stored_before_versions_existed_get_one_and_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let old = sled::open(dir.path()).unwrap();
+            old.insert("foo", "bar").unwrap();
+            old.flush().unwrap();
+        }
+        let store = Store::open(dir.path(), Duration::ZERO, 10).unwrap();
+        let got = store.get("foo").await.unwrap().unwrap();
+        assert_eq!((got.value.as_ref(), got.version), (&b"bar"[..], 1));
+        assert_eq!(store.stats().keys, 1);
+        assert_eq!(store.set("foo", b"baz").await.unwrap(), 2);
+        drop(store);
+        let again = Store::open(dir.path(), Duration::ZERO, 10).unwrap();
+        assert_eq!(
+            again.get("foo").await.unwrap().unwrap().version,
+            2,
+            "adopted once"
+        );
+    }
 
     #[tokio::test]
     async fn every_write_takes_the_next_version_and_the_log_keeps_the_newest() {
