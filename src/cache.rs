@@ -111,8 +111,10 @@ impl Cache {
         let stored = inner.lru.get(key)?;
         let expires = self.expiring.then(|| {
             let nanos = u64::from_be_bytes(stored[8..16].try_into().expect("header of 16"));
-            self.born + Duration::from_nanos(nanos)
+            // u64::MAX nanoseconds (584 years) stands for "never".
+            self.born.checked_add(Duration::from_nanos(nanos))
         });
+        let expires = expires.flatten();
         // The clock is read only for a cache whose entries expire: a hit of the others
         // does not pay for it. tokio's clock, not std's, so a test can pause it and step
         // past a TTL.

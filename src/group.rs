@@ -486,7 +486,10 @@ impl Group {
         let entry = Entry {
             value: value.clone(),
             version: loaded.version,
-            expires: self.ttl.map(|ttl| TokioInstant::now() + jittered(ttl)),
+            // `checked_add`: a TTL of centuries is "never", not an overflow.
+            expires: self
+                .ttl
+                .and_then(|ttl| TokioInstant::now().checked_add(jittered(ttl))),
         };
         cache.add(key, entry);
         loop {

@@ -687,3 +687,16 @@ async fn cli_set_against_frontends_that_do_not_follow_says_only_the_version() {
     assert!(pattern.is_match(&said), "{said:?}");
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ttl_of_centuries_means_never_and_does_not_overflow() {
+    let (db, _data) = patient_dbserver().await;
+    let f = lone_frontend(db.addr(), |c| {
+        c.group.follow_changes = false;
+        c.group.ttl = Some(Duration::MAX);
+    })
+    .await;
+    db.set("foo", Bytes::from_static(b"bar")).await.unwrap();
+    assert_eq!(f.cget("foo").await.unwrap().unwrap().source, "db");
+    assert_eq!(f.cget("foo").await.unwrap().unwrap().source, "main");
+}
