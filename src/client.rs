@@ -463,9 +463,9 @@ impl DbClient {
                 .await
                 .map(|b| b.to_bytes())
                 .unwrap_or_default();
-            return Err(ChangesError::Gone(
-                String::from_utf8_lossy(&message).trim().to_owned(),
-            ));
+            let message = String::from_utf8_lossy(&message);
+            let reason = message.lines().next().unwrap_or_default().trim();
+            return Err(ChangesError::Gone(reason.to_owned()));
         }
         if !parts.status.is_success() {
             let message = body
@@ -523,7 +523,8 @@ pub struct Loaded {
 /// Why a change stream could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum ChangesError {
-    /// The dbserver's log no longer holds the changes after the version asked for.
+    /// The dbserver's log no longer holds the changes after the version asked for; the
+    /// first line of its answer, which says why.
     #[error("{0}")]
     Gone(String),
     #[error(transparent)]

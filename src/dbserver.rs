@@ -204,7 +204,7 @@ async fn read_value(raw_key: String, api: Arc<Api>) -> Result<warp::reply::Respo
     let started = Instant::now();
     let key = key::decode(&raw_key).map_err(Problem::bad_key)?;
     tracing::info!(kind = "db", "getting {key}");
-    // Read before the key, so a "no such key" is true as of this version at least.
+    // The store's version, read before the key: a "no such key" is true as of it at least.
     let store_version = api.store.version();
     let reply = match api.store.get(&key).await {
         Ok(Some(found)) => {
@@ -283,9 +283,10 @@ async fn stream_changes(
     let (current, subscription) = match api.store.follow(since) {
         Ok(followed) => followed,
         Err(gap) => {
+            // The reason on the first line, for a follower to log; advice on the second.
             let mut reply = http::text(
                 StatusCode::GONE,
-                format!("{gap}; start over without since= (and drop what you cached)"),
+                format!("{gap}\nstart over without since=, and drop what you cached"),
             );
             if let Gap::Trimmed { oldest, .. } = gap {
                 reply

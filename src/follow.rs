@@ -41,13 +41,7 @@ async fn follow(group: &Group, db: &DbClient) {
         let mut stream = match db.changes(since).await {
             Ok(stream) => stream,
             Err(ChangesError::Gone(reason)) => {
-                let dropped = group.drop_everything();
-                // The dbserver's answer ends in advice for any client; ours is what we did.
-                let reason = reason.split("; ").next().unwrap_or_default();
-                tracing::warn!(
-                    "cannot resume the change stream: {reason}. Dropped every cached value \
-                     ({dropped}), since any of them may have changed; following from now on"
-                );
+                start_over(group, &reason);
                 since = None;
                 continue;
             }
@@ -61,7 +55,6 @@ async fn follow(group: &Group, db: &DbClient) {
             }
         };
         said_down = false;
-        backoff = FIRST_BACKOFF;
         loop {
             match stream.next().await {
                 Ok(Some(StreamLine::Hello { hello })) => {
@@ -71,7 +64,7 @@ async fn follow(group: &Group, db: &DbClient) {
                             0 => String::new(),
                             n => format!(" (dropped the {n} cached before it)"),
                         };
-                        group.invalidation().applied_up_to(hello);
+                        group.invalidation().restart_at(hello);
                         tracing::info!(
                             kind = "change",
                             "following changes from dbserver {} at v{hello}{note}",
@@ -87,8 +80,18 @@ async fn follow(group: &Group, db: &DbClient) {
                     since = Some(since.unwrap_or(hello));
                 }
                 Ok(Some(StreamLine::Change { version, key, .. })) => {
+                    // Every write has a version of its own, one more than the last, so a
+                    // jump means changes were lost on the way (trimmed from the log while
+                    // it was replayed): start over rather than miss them.
+                    let expected = since.map_or(version, |v| v + 1);
+                    if version != expected {
+                        start_over(group, &format!("got v{version} after v{}", expected - 1));
+                        since = None;
+                        break;
+                    }
                     group.apply_change(&key, version);
                     since = Some(version);
+                    backoff = FIRST_BACKOFF; // the stream works: a break now is news
                 }
                 Ok(None) => {
                     tracing::warn!("the dbserver ended the change stream; reconnecting");
@@ -100,6 +103,19 @@ async fn follow(group: &Group, db: &DbClient) {
                 }
             }
         }
-        tokio::time::sleep(FIRST_BACKOFF).await;
+        // A stream that breaks again and again, without a change in between, is retried
+        // less and less often.
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+}
+
+/// The stream cannot resume where this node left it: any cached value may have missed its
+/// change, so all of them go, and the node follows from the dbserver's current version.
+fn start_over(group: &Group, reason: &str) {
+    let dropped = group.drop_everything();
+    tracing::warn!(
+        "cannot resume the change stream: {reason}. Dropped every cached value ({dropped}), \
+         since any of them may have changed; following from now on"
+    );
 }

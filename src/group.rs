@@ -301,14 +301,18 @@ impl Group {
     /// One real load: from the owner if that is another peer, else from the dbserver.
     ///
     /// A value that a newer change overtook while it loaded is refused (see
-    /// `populate_cache`) and read again, so that no caller gets it either; the last try
-    /// goes to the dbserver itself, which holds every change it has told us about.
+    /// `populate_cache`) and read again, so that no caller gets it either: callers may
+    /// have joined the flight after the change. The last tries go to the dbserver itself,
+    /// which holds every change it has told us about. A key overtaken on every try (it
+    /// changes faster than the dbserver answers) gets an error, never the refused value.
     async fn load_once(&self, key: &str, may_forward: bool) -> Result<Got, GetError> {
         let mut tries = 1;
         loop {
             let began = self.invalidation.epoch();
             let last_try = tries == LOAD_TRIES;
-            let (loaded, source) = self.fetch(key, may_forward && !last_try).await?;
+            // Peers for the first try only: an owner that has not applied the change yet
+            // would answer the same old value again.
+            let (loaded, source) = self.fetch(key, may_forward && tries == 1).await?;
             let cache = match source {
                 Source::Db => Some(&self.main_cache),
                 // Keep 1 in 10 peer values in the hot cache, as groupcache does: a key
@@ -317,7 +321,7 @@ impl Group {
                 _ if fastrand::u8(..10) == 0 => Some(&self.hot_cache),
                 _ => None,
             };
-            if self.populate_cache(key, &loaded, cache, began) || last_try {
+            if self.populate_cache(key, &loaded, cache, began) {
                 return match loaded.value {
                     Some(value) => Ok(Got {
                         value,
@@ -326,6 +330,12 @@ impl Group {
                     }),
                     None => Err(GetError::NotFound(loaded.version)),
                 };
+            }
+            if last_try {
+                return Err(GetError::Unavailable(format!(
+                    "{key} changed again during each of {LOAD_TRIES} reads (it changes faster \
+                     than the dbserver answers); try again"
+                )));
             }
             tries += 1;
         }
@@ -580,8 +590,8 @@ impl Group {
     }
 }
 
-/// How many times a load reads again after refusing a stale value.
-const LOAD_TRIES: u32 = 3;
+/// How many reads a load may make when newer changes keep overtaking them.
+const LOAD_TRIES: u32 = 5;
 
 /// A TTL less up to 10%, at random. Without the jitter, keys cached together (a bench's
 /// first pass, a node warming up after a restart) would all expire in the same instant and

@@ -110,6 +110,12 @@ impl Invalidation {
         self.following.load(Ordering::Relaxed)
     }
 
+    /// Starts over at `version`, the dbserver's, even if that is lower than before (its data
+    /// was replaced): what was applied from the old history means nothing now.
+    pub fn restart_at(&self, version: u64) {
+        self.applied.send_replace(version);
+    }
+
     /// Records that every change up to `version` has been applied.
     pub fn applied_up_to(&self, version: u64) {
         self.applied.send_if_modified(|applied| {

@@ -1,7 +1,7 @@
 //! The dbserver's store: values with versions, and the change log a frontend follows.
 //!
 //! Every write (a set or a delete) takes the next **version**: one number for the whole
-//! store, growing with every write, which never goes back. Three sled trees hold it:
+//! store, growing with every write, which never goes back. Two sled trees hold it:
 //!
 //! ```text
 //! values   key             → version (8 bytes, big-endian) ++ value
@@ -115,6 +115,9 @@ pub struct Store {
 struct Followers {
     /// Every change up to this version has gone to the followers.
     published: u64,
+    /// Changes committed but not yet published (their flush is under way), by version.
+    /// Kept here, not read back from the log, since the log may already have trimmed them.
+    pending: std::collections::BTreeMap<u64, Bytes>,
     queues: Vec<mpsc::Sender<Bytes>>,
 }
 
@@ -200,6 +203,7 @@ impl Store {
             writing: Mutex::new(version),
             followers: Mutex::new(Followers {
                 published: version,
+                pending: Default::default(),
                 queues: Vec::new(),
             }),
             gets: AtomicU64::default(),
@@ -208,11 +212,27 @@ impl Store {
             keys,
             followers_dropped: AtomicU64::default(),
         };
+        store.trim_log(version).map_err(|e| OpenError {
+            dir: dir.display().to_string(),
+            reason: format!("cannot trim the change log: {e}"),
+        })?;
         store.adopt_unversioned().map_err(|e| OpenError {
             dir: dir.display().to_string(),
             reason: format!("cannot give versions to the keys stored before them: {e}"),
         })?;
         Ok(store)
+    }
+
+    /// Removes the log's entries older than the newest `change_log`: more may be there if
+    /// the dbserver ran with a larger `--change-log` before (each write trims just one).
+    fn trim_log(&self, newest: u64) -> sled::Result<()> {
+        let Some(keep_from) = newest.checked_sub(self.change_log - 1) else {
+            return Ok(());
+        };
+        for entry in self.changes.range(..be(keep_from)) {
+            self.changes.remove(entry?.0)?;
+        }
+        Ok(())
     }
 
     /// Keys written before versions existed (the lab's earlier releases) live in sled's
@@ -231,7 +251,10 @@ impl Store {
         }
         if adopted > 0 {
             self.db.flush()?;
-            lock(&self.followers).published = *lock(&self.writing);
+            let last = *lock(&self.writing);
+            let mut followers = lock(&self.followers);
+            followers.published = last;
+            followers.pending.clear(); // flushed above, and nobody follows yet
             tracing::info!("gave versions to {adopted} keys stored before versions existed");
         }
         Ok(())
@@ -252,16 +275,25 @@ impl Store {
     pub async fn get(&self, key: &str) -> Result<Option<Versioned>, sled::Error> {
         self.gets.fetch_add(1, Ordering::Relaxed);
         let found = self.values.get(key)?.map(|stored| Versioned {
-            version: from_be(&stored[..8]),
-            value: Bytes::copy_from_slice(&stored[8..]),
+            version: from_be(&stored[..8.min(stored.len())]),
+            value: Bytes::copy_from_slice(stored.get(8..).unwrap_or_default()),
         });
+        if let Some(found) = &found {
+            // A write committed but not yet flushed is not handed out: a crash now would
+            // undo it, and its version would be given to another write.
+            if found.version > self.version() {
+                self.flush_and_publish(found.version).await?;
+            }
+        }
         tokio::time::sleep(self.delay).await;
         Ok(found)
     }
 
     /// Writes `key` and returns its version once the write is on disk.
     pub async fn set(&self, key: &str, value: &[u8]) -> Result<u64, sled::Error> {
-        let version = self.write(key, Op::Set, value)?;
+        let version = self
+            .write(key, Op::Set, value)?
+            .expect("a set always writes");
         self.sets.fetch_add(1, Ordering::Relaxed);
         self.flush_and_publish(version).await?;
         Ok(version)
@@ -269,17 +301,18 @@ impl Store {
 
     /// Deletes `key`; `None` if there was no such key (nothing is written then).
     pub async fn delete(&self, key: &str) -> Result<Option<u64>, sled::Error> {
-        if self.values.get(key)?.is_none() {
+        let Some(version) = self.write(key, Op::Del, &[])? else {
             return Ok(None);
-        }
-        let version = self.write(key, Op::Del, &[])?;
+        };
         self.deletes.fetch_add(1, Ordering::Relaxed);
         self.flush_and_publish(version).await?;
         Ok(Some(version))
     }
 
     /// Takes the next version and commits the value and its change-log entry together.
-    fn write(&self, key: &str, op: Op, value: &[u8]) -> Result<u64, sled::Error> {
+    /// `None` for a delete of a key that does not exist: nothing is written, and no version
+    /// is used up (decided inside the transaction, so two deletes cannot both succeed).
+    fn write(&self, key: &str, op: Op, value: &[u8]) -> Result<Option<u64>, sled::Error> {
         let mut last = lock(&self.writing);
         let version = *last + 1;
         let mut stored = Vec::with_capacity(8 + value.len());
@@ -289,32 +322,42 @@ impl Store {
         change.push(op.byte());
         change.extend_from_slice(key.as_bytes());
         let trim = version.checked_sub(self.change_log).map(be);
-        let existed = (&self.values, &self.changes)
-            .transaction(|(values, changes)| {
-                let existed = match op {
-                    Op::Set => values.insert(key.as_bytes(), stored.as_slice())?,
-                    Op::Del => values.remove(key.as_bytes())?,
-                }
-                .is_some();
-                changes.insert(&be(version), change.as_slice())?;
-                if let Some(old) = trim {
-                    changes.remove(&old)?;
-                }
-                Ok::<_, ConflictableTransactionError<()>>(existed)
-            })
-            .map_err(|e| match e {
-                TransactionError::Storage(e) => e,
-                TransactionError::Abort(()) => {
-                    sled::Error::ReportableBug("a write transaction aborted".to_owned())
-                }
-            })?;
+        let existed = (&self.values, &self.changes).transaction(|(values, changes)| {
+            let existed = match op {
+                Op::Set => values.insert(key.as_bytes(), stored.as_slice())?,
+                Op::Del => values.remove(key.as_bytes())?,
+            }
+            .is_some();
+            if op == Op::Del && !existed {
+                return Err(ConflictableTransactionError::Abort(()));
+            }
+            changes.insert(&be(version), change.as_slice())?;
+            if let Some(old) = trim {
+                changes.remove(&old)?;
+            }
+            Ok::<_, ConflictableTransactionError<()>>(existed)
+        });
+        let existed = match existed {
+            Ok(existed) => existed,
+            Err(TransactionError::Abort(())) => return Ok(None), // no such key to delete
+            Err(TransactionError::Storage(e)) => return Err(e),
+        };
         match (op, existed) {
             (Op::Set, false) => self.keys.fetch_add(1, Ordering::Relaxed),
             (Op::Del, true) => self.keys.fetch_sub(1, Ordering::Relaxed),
             _ => 0,
         };
         *last = version;
-        Ok(version)
+        // Lock order, everywhere: `writing`, then `followers`.
+        lock(&self.followers).pending.insert(
+            version,
+            line(&Change {
+                version,
+                key: key.to_owned(),
+                op,
+            }),
+        );
+        Ok(Some(version))
     }
 
     /// Flushes, then publishes every change up to `version` that has not gone out yet.
@@ -328,9 +371,9 @@ impl Store {
         if version <= followers.published {
             return Ok(());
         }
-        let from = followers.published + 1;
-        for line in self.lines(from..=version) {
-            let line = line?;
+        let later = followers.pending.split_off(&(version + 1));
+        let ready = std::mem::replace(&mut followers.pending, later);
+        for line in ready.into_values() {
             // `try_send`, never `send().await`: waiting here would make every write as
             // slow as the slowest follower.
             followers
@@ -388,6 +431,7 @@ impl Store {
             return Err(Gap::Trimmed { since, oldest });
         }
         let (tx, rx) = mpsc::channel(self.follower_queue);
+        followers.queues.retain(|queue| !queue.is_closed()); // those that hung up since
         followers.queues.push(tx);
         Ok((
             current,
@@ -436,7 +480,8 @@ impl Store {
     /// The counters.
     pub fn stats(&self) -> DbStats {
         let (version, followers) = {
-            let f = lock(&self.followers);
+            let mut f = lock(&self.followers);
+            f.queues.retain(|queue| !queue.is_closed());
             (f.published, f.queues.len() as u64)
         };
         DbStats {
@@ -467,6 +512,45 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_follower_gets_every_change_in_order_even_when_the_log_keeps_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(Store::open(dir.path(), Duration::ZERO, 1).unwrap());
+        let (_, mut sub) = store.follow(None).unwrap();
+        let writes: Vec<_> = (0..40)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move { store.set(&format!("k{}", i % 3), b"v").await })
+            })
+            .collect();
+        for write in writes {
+            write.await.unwrap().unwrap();
+        }
+        let mut versions = Vec::new();
+        while let Ok(line) = sub.live.try_recv() {
+            let change: Change = serde_json::from_slice(&line).unwrap();
+            versions.push(change.version);
+        }
+        assert_eq!(versions, (1..=40).collect::<Vec<_>>());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn of_two_deletes_of_one_key_one_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(Store::open(dir.path(), Duration::ZERO, 10).unwrap());
+        store.set("k", b"v").await.unwrap();
+        let (a, b) = tokio::join!(store.delete("k"), store.delete("k"));
+        let mut outcomes = [a.unwrap(), b.unwrap()];
+        outcomes.sort();
+        assert_eq!(outcomes, [None, Some(2)]);
+        assert_eq!(store.stats().keys, 0);
+        assert_eq!(
+            store.set("k", b"w").await.unwrap(),
+            3,
+            "the failed delete took no version"
+        );
+    }
 
     #[tokio::test]
     async fn keys_stored_before_versions_existed_get_one_and_are_kept() {

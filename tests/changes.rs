@@ -24,10 +24,17 @@ fn following(config: &mut Config) {
     config.group.follow_changes = true;
 }
 
-/// Waits until every frontend reports version `v` applied, and checks that they did.
+/// Waits until every frontend reports version `v` applied, and checks that they did. Up
+/// to 20 s each: a frontend whose stream broke retries with a back-off of up to 5 s.
 async fn wait_applied(frontends: &[FrontendClient], v: u64) {
     for f in frontends {
-        let applied = f.applied(v, Duration::from_secs(5)).await.unwrap();
+        let mut applied = f.applied(v, Duration::from_secs(5)).await.unwrap();
+        for _ in 0..3 {
+            if applied.applied >= v {
+                break;
+            }
+            applied = f.applied(v, Duration::from_secs(5)).await.unwrap();
+        }
         assert!(applied.following, "{} does not follow changes", f.addr());
         assert!(
             applied.applied >= v,

@@ -131,11 +131,12 @@ const REACH_WAIT: Duration = Duration::from_secs(1);
 
 /// How far a write got: the frontends that follow changes, and which of them applied it.
 struct Reach {
-    following: Vec<String>,
+    /// The frontends that follow changes.
+    followers: Vec<String>,
     seen: usize,
-    /// From the acknowledgement to the last frontend's report.
+    /// From the acknowledgement to the last report of a frontend that had applied it.
     took: Duration,
-    /// The followers that had not applied it when the wait ended.
+    /// Which followers had not applied it when the wait ended, and how so.
     behind: Vec<String>,
 }
 
@@ -148,24 +149,37 @@ async fn reach(frontends: &[String], version: u64) -> Reach {
         (client.addr().to_owned(), applied, acknowledged.elapsed())
     });
     let mut reach = Reach {
-        following: Vec::new(),
+        followers: Vec::new(),
         seen: 0,
         took: Duration::ZERO,
         behind: Vec::new(),
     };
     for (addr, applied, took) in futures::future::join_all(asks).await {
-        // A frontend that is down or does not follow changes is not waited for: it is
-        // not among those the write should reach.
-        let Ok(applied) = applied else { continue };
+        let applied = match applied {
+            Ok(applied) => applied,
+            // A frontend that is not running (or is not a frontend) is not among those the
+            // write should reach.
+            Err(ClientError::Unreachable { .. } | ClientError::WrongServer { .. }) => continue,
+            // One that is running but did not say: it may be behind.
+            Err(_) => {
+                reach.followers.push(addr.clone());
+                reach
+                    .behind
+                    .push(format!("{} did not answer", short(&addr)));
+                continue;
+            }
+        };
         if !applied.following {
             continue;
         }
-        reach.following.push(addr.clone());
-        reach.took = reach.took.max(took);
+        reach.followers.push(addr.clone());
         if applied.applied >= version {
             reach.seen += 1;
+            reach.took = reach.took.max(took);
         } else {
-            reach.behind.push(short(&addr).to_owned());
+            reach
+                .behind
+                .push(format!("{} had not applied it", short(&addr)));
         }
     }
     reach
@@ -245,22 +259,26 @@ impl Output {
                 "{}",
                 json!({
                     "key": key, what: true, "dbserver": db, "version": version,
-                    "ms": millis(took), "following": reach.following,
+                    "ms": millis(took), "followers": reach.followers,
                     "seen_by": reach.seen, "seen_ms": millis(reach.took),
                 })
             );
             return exit::FOUND;
         }
         let mut line = format!("{what} {key} v{version} · {:.1} ms", millis(took));
-        if !reach.following.is_empty() {
+        if !reach.followers.is_empty() {
             line += &format!(
                 " · seen by {}/{} frontends in {:.1} ms",
                 reach.seen,
-                reach.following.len(),
+                reach.followers.len(),
                 millis(reach.took)
             );
             if !reach.behind.is_empty() {
-                line += &format!(" ({} had not applied it yet)", reach.behind.join(", "));
+                line += &format!(
+                    " ({} within {} s)",
+                    reach.behind.join(", "),
+                    REACH_WAIT.as_secs()
+                );
             }
         }
         explain(&line);
