@@ -55,6 +55,7 @@ async fn follow(group: &Group, db: &DbClient) {
             }
         };
         said_down = false;
+        let connected = std::time::Instant::now();
         loop {
             match stream.next().await {
                 Ok(Some(StreamLine::Hello { hello })) => {
@@ -104,7 +105,10 @@ async fn follow(group: &Group, db: &DbClient) {
             }
         }
         // A stream that breaks again and again, without a change in between, is retried
-        // less and less often.
+        // less and less often; one that had stayed up a while is retried at once.
+        if connected.elapsed() > MAX_BACKOFF {
+            backoff = FIRST_BACKOFF;
+        }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }

@@ -278,12 +278,11 @@ impl Store {
             version: from_be(&stored[..8.min(stored.len())]),
             value: Bytes::copy_from_slice(stored.get(8..).unwrap_or_default()),
         });
-        if let Some(found) = &found {
-            // A write committed but not yet flushed is not handed out: a crash now would
-            // undo it, and its version would be given to another write.
-            if found.version > self.version() {
-                self.flush_and_publish(found.version).await?;
-            }
+        // A write committed but not yet flushed (a value, or a delete's absence) is not
+        // handed out before it is on disk: a crash would undo it, and its version would be
+        // given to another write. Publishing it stays the writer's job.
+        if *lock(&self.writing) > self.version() {
+            self.flush().await?;
         }
         tokio::time::sleep(self.delay).await;
         Ok(found)
@@ -373,6 +372,7 @@ impl Store {
         }
         let later = followers.pending.split_off(&(version + 1));
         let ready = std::mem::replace(&mut followers.pending, later);
+        let newest = ready.keys().next_back().copied().unwrap_or(0);
         for line in ready.into_values() {
             // `try_send`, never `send().await`: waiting here would make every write as
             // slow as the slowest follower.
@@ -392,7 +392,9 @@ impl Store {
                     }
                 });
         }
-        followers.published = version;
+        // The newest line sent, not `version`: a line committed but not yet in `pending`
+        // must still go out with its own writer's publish.
+        followers.published = followers.published.max(newest);
         Ok(())
     }
 
