@@ -23,7 +23,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
 use hyper::header::{HeaderMap, SERVER};
+use hyper::http::response::Parts;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -183,6 +185,43 @@ impl Endpoint {
 
     /// Sends one request and reads the whole answer, within the client's deadline.
     async fn call(&self, method: Method, path: &str, body: Bytes) -> Result<Answer, ClientError> {
+        self.within(async {
+            let (parts, body) = self.head(method, path, body).await?;
+            self.read(parts, body).await
+        })
+        .await
+    }
+
+    /// Sends one request and returns the answer's head, its body left to read as it comes
+    /// (the change stream), within the client's deadline.
+    async fn open(&self, path: &str) -> Result<(Parts, Incoming), ClientError> {
+        self.within(self.head(Method::GET, path, Bytes::new()))
+            .await
+    }
+
+    /// `work`, or a timeout error once the client's deadline has passed.
+    async fn within<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, ClientError>>,
+    ) -> Result<T, ClientError> {
+        match tokio::time::timeout(self.timeout, work).await {
+            Ok(answer) => answer,
+            Err(_) => Err(ClientError::Timeout {
+                server: self.server,
+                addr: self.addr.clone(),
+                after: self.timeout,
+            }),
+        }
+    }
+
+    /// Sends the request; returns the answer's head once it is known to come from the
+    /// server we meant to ask.
+    async fn head(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<(Parts, Incoming), ClientError> {
         let request = Request::builder()
             .method(method)
             .uri(format!("http://{}{path}", self.addr))
@@ -193,17 +232,6 @@ impl Endpoint {
                 reason: format!("not a host:port: {e}"),
                 hint: "give an address like 127.0.0.1:9001".to_owned(),
             })?;
-        match tokio::time::timeout(self.timeout, self.exchange(request)).await {
-            Ok(answer) => answer,
-            Err(_) => Err(ClientError::Timeout {
-                server: self.server,
-                addr: self.addr.clone(),
-                after: self.timeout,
-            }),
-        }
-    }
-
-    async fn exchange(&self, request: Request<Full<Bytes>>) -> Result<Answer, ClientError> {
         let response = self
             .http
             .request(request)
@@ -215,6 +243,11 @@ impl Endpoint {
         if reached != Some(self.server) {
             return Err(self.wrong_server(reached, parts.status, &parts.headers));
         }
+        Ok((parts, body))
+    }
+
+    /// Reads a whole answer body.
+    async fn read(&self, parts: Parts, body: Incoming) -> Result<Answer, ClientError> {
         let body = Limited::new(body, MAX_ANSWER_BYTES)
             .collect()
             .await
@@ -433,55 +466,27 @@ impl DbClient {
             Some(v) => format!("/changes?since={v}"),
             None => "/changes".to_owned(),
         };
-        let request = Request::get(format!("http://{}{path}", e.addr))
-            .body(Full::new(Bytes::new()))
-            .map_err(|err| {
-                ChangesError::Client(e.failed(StatusCode::BAD_REQUEST, err.to_string()))
-            })?;
-        let response = tokio::time::timeout(e.timeout, e.http.request(request))
-            .await
-            .map_err(|_| {
-                ChangesError::Client(ClientError::Timeout {
-                    server: e.server,
-                    addr: e.addr.clone(),
-                    after: e.timeout,
-                })
-            })?
-            .map_err(|err| ChangesError::Client(e.transport_error(&err)))?;
-        let (parts, body) = response.into_parts();
-        let reached = Server::of(&parts.headers);
-        if reached != Some(Server::Dbserver) {
-            return Err(ChangesError::Client(e.wrong_server(
-                reached,
-                parts.status,
-                &parts.headers,
-            )));
+        let (parts, body) = e.open(&path).await.map_err(ChangesError::Client)?;
+        if parts.status.is_success() {
+            return Ok(ChangeStream {
+                body,
+                buffer: Vec::new(),
+            });
         }
-        if parts.status == StatusCode::GONE {
-            let message = body
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            let message = String::from_utf8_lossy(&message);
+        let answer = e
+            .within(e.read(parts, body))
+            .await
+            .map_err(ChangesError::Client)?;
+        if answer.status == StatusCode::GONE {
+            let message = String::from_utf8_lossy(&answer.body);
             let reason = message.lines().next().unwrap_or_default().trim();
             return Err(ChangesError::Gone(reason.to_owned()));
         }
-        if !parts.status.is_success() {
-            let message = body
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            return Err(ChangesError::Client(e.failed(
-                parts.status,
-                String::from_utf8_lossy(&message).trim().to_owned(),
-            )));
-        }
-        Ok(ChangeStream {
-            body,
-            buffer: Vec::new(),
-        })
+        let status = answer.status;
+        let refused = e.sort(answer).err();
+        Err(ChangesError::Client(refused.unwrap_or_else(|| {
+            e.failed(status, "it has no change stream".to_owned())
+        })))
     }
 
     /// The dbserver's counters.
