@@ -45,6 +45,18 @@ async fn wait_applied(frontends: &[FrontendClient], v: u64) {
     }
 }
 
+/// Waits until `n` change streams are open on the dbserver: a frontend that subscribes after
+/// a write starts from it, and never counts it in `changes_applied`.
+async fn wait_following(db: &DbClient, n: u64) {
+    for _ in 0..1000 {
+        if db.stats().await.unwrap().followers >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{n} frontends did not subscribe to the change stream within 10 s");
+}
+
 async fn values_everywhere(frontends: &[FrontendClient], key: &str) -> Vec<String> {
     let mut values = Vec::new();
     for f in frontends {
@@ -57,6 +69,7 @@ async fn values_everywhere(frontends: &[FrontendClient], key: &str) -> Vec<Strin
 #[tokio::test(flavor = "multi_thread")]
 async fn a_set_after_a_cached_get_reaches_every_following_frontend() {
     let t = Topology::start(3, Duration::ZERO, following).await.unwrap();
+    wait_following(&t.db, 3).await;
     let v1 = t.db.set("foo", Bytes::from_static(b"bar")).await.unwrap();
     wait_applied(&t.frontends, v1).await;
     for _ in 0..3 {
@@ -343,6 +356,7 @@ async fn the_stream_resumes_after_a_dbserver_restart_and_a_lost_gap_clears_the_c
     let mut dbserver = dbserver_at(port, data.path(), &["--change-log", "3"]);
     let db = DbClient::new(&addr, TIMEOUT);
     let frontends = frontends_over(&addr, 3, |_| {}).await;
+    wait_following(&db, 3).await;
     let v = db.set("foo", Bytes::from_static(b"one")).await.unwrap();
     wait_applied(&frontends, v).await;
     assert_eq!(values_everywhere(&frontends, "foo").await, ["one"; 3]);
