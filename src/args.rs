@@ -305,6 +305,8 @@ pub enum CliCommand {
         /// The dbserver's address.
         #[arg(long, default_value = "127.0.0.1:8080")]
         db: String,
+        #[command(flatten)]
+        check: CheckArgs,
     },
     /// Load-test the frontends with keys drawn at random from key1..keyN.
     Bench {
@@ -327,8 +329,63 @@ pub enum CliCommand {
         #[arg(long, default_value = "127.0.0.1:8080")]
         db: String,
         /// Do not write key1..keyN to the dbserver first.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "check")]
         no_fill: bool,
+        #[command(flatten)]
+        check: CheckArgs,
+    },
+    /// Set fault rules on the frontends' calls to each other and to the dbserver: break the
+    /// network on purpose, then `heal` it.
+    #[command(
+        after_help = "NODE is a frontend's peer port or client port (8001 or 9001),         or its host:port.
+Examples:
+  gclab cli fault partition 8001 --from 8002,8003
+          gclab cli fault delay 8003 50ms --jitter 10ms
+  gclab cli fault drop 8002 10%
+          gclab cli fault stall 8001
+  gclab cli fault db-delay 9002 2s
+          gclab cli fault heal
+  gclab cli fault list"
+    )]
+    Fault {
+        #[command(subcommand)]
+        action: FaultAction,
+        /// The frontends' HTTP ports (or host:port), comma-separated: every node of the lab.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "9001,9002,9003",
+            global = true
+        )]
+        frontends: Vec<String>,
+    },
+    /// A bounded, seeded run of load while faults come and go, ending with the checker's
+    /// verdict and a timeline picture.
+    Chaos {
+        /// Where the fault schedule comes from: the same seed gives the same schedule.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// How long to run.
+        #[arg(long, default_value = "30s", value_parser = chaos_duration)]
+        duration: Duration,
+        /// Requests per second (open loop), spread over the frontends.
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        rate: u32,
+        /// How many distinct keys: key1..keyN, written to the dbserver first.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        keys: u32,
+        /// The frontends' HTTP ports (or host:port), comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "9001,9002,9003")]
+        frontends: Vec<String>,
+        /// The dbserver's address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        db: String,
+        /// Draw the run's timeline, the faults shaded, to this SVG file.
+        #[arg(long, default_value = "chaos.svg")]
+        timeline: PathBuf,
+        /// The longest a request may take before the checker calls it a failure.
+        #[arg(long, default_value = "10s", value_parser = positive_duration)]
+        client_timeout: Duration,
     },
     /// One table: every frontend's counters and caches, and the dbserver's.
     Stats {
@@ -347,12 +404,112 @@ pub enum CliCommand {
     },
 }
 
+/// `--check`: hold the run to the lab's claims.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct CheckArgs {
+    /// End with a verdict, valid or INVALID: every answer was the right value, the
+    /// database was read no more than the design allows, no request outlived
+    /// --client-timeout. Exits 1 when invalid.
+    #[arg(long)]
+    pub check: bool,
+    /// How long a request may take; one that takes longer is cut off, and fails the check.
+    #[arg(long, default_value = "10s", value_parser = positive_duration)]
+    pub client_timeout: Duration,
+}
+
+/// What `gclab cli fault` does.
+#[derive(Debug, Subcommand)]
+pub enum FaultAction {
+    /// Calls to NODE from the --from nodes fail at once; one-way, unless --both.
+    Partition {
+        node: String,
+        /// The nodes cut off from NODE [default: every other frontend]
+        #[arg(long, value_delimiter = ',')]
+        from: Vec<String>,
+        /// Cut the way back too: NODE's calls to them fail as well.
+        #[arg(long)]
+        both: bool,
+    },
+    /// Calls to NODE wait this long before they leave, e.g. 50ms.
+    Delay {
+        node: String,
+        #[arg(value_parser = fault_duration, allow_hyphen_values = true)]
+        by: Duration,
+        /// Up to this much more, at random, per call.
+        #[arg(long, default_value = "0ms", value_parser = fault_duration)]
+        jitter: Duration,
+        /// The nodes whose calls wait [default: every other frontend]
+        #[arg(long, value_delimiter = ',')]
+        from: Vec<String>,
+    },
+    /// This share of calls to NODE fail at once, e.g. 10%.
+    Drop {
+        node: String,
+        #[arg(value_parser = percent)]
+        share: f64,
+        /// The nodes whose calls are dropped [default: every other frontend]
+        #[arg(long, value_delimiter = ',')]
+        from: Vec<String>,
+    },
+    /// Calls to NODE get no answer: each waits its --peer-timeout, then fails.
+    Stall {
+        node: String,
+        /// The nodes whose calls stall [default: every other frontend]
+        #[arg(long, value_delimiter = ',')]
+        from: Vec<String>,
+    },
+    /// NODE's reads from the dbserver wait this long first, inside its --db-timeout.
+    DbDelay {
+        node: String,
+        #[arg(value_parser = fault_duration, allow_hyphen_values = true)]
+        by: Duration,
+    },
+    /// Remove the rules about NODE on every frontend, or every rule.
+    Heal { node: Option<String> },
+    /// The rules set on every frontend, and the calls they hurt.
+    List,
+}
+
+/// A fault's duration: humantime, at most an hour (longer is an outage, not a delay).
+fn fault_duration(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text.trim()).map_err(|e| {
+        if text.trim_start().starts_with('-') {
+            "a duration cannot be negative".to_owned()
+        } else {
+            format!("{e} (try 50ms or 2s)")
+        }
+    })?;
+    if d > Duration::from_secs(3600) {
+        return Err("over an hour is not a delay but an outage; use stall".to_owned());
+    }
+    Ok(d)
+}
+
+/// A chaos run's duration: positive, at most an hour.
+fn chaos_duration(text: &str) -> Result<Duration, String> {
+    let d = positive_duration(text)?;
+    if d > Duration::from_secs(3600) {
+        return Err("a chaos run lasts at most an hour".to_owned());
+    }
+    Ok(d)
+}
+
+/// `10%` or `10` → 10.0; only 0 to 100.
+fn percent(text: &str) -> Result<f64, String> {
+    let number = text.trim().trim_end_matches('%');
+    match number.parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        Ok(p) => Err(format!("{p}% is not a share between 0% and 100%")),
+        Err(_) => Err(format!("{text:?} is not a percentage (try 10%)")),
+    }
+}
+
 impl CliArgs {
     /// Whether the command generates load (and wants a multi-threaded runtime).
     pub fn is_load(&self) -> bool {
         matches!(
             self.command,
-            CliCommand::Herd { .. } | CliCommand::Bench { .. }
+            CliCommand::Herd { .. } | CliCommand::Bench { .. } | CliCommand::Chaos { .. }
         )
     }
 }

@@ -19,6 +19,7 @@
 //!
 //! Every error says what failed, where, and what to do next.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -31,6 +32,7 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde::{Deserialize, Serialize};
 
+use crate::faults::{FaultStats, Faults, Rule};
 use crate::http::MISSING_KEY;
 use crate::key;
 use crate::stats::{DbStats, NodeStats};
@@ -414,6 +416,8 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
 #[derive(Clone)]
 pub struct DbClient {
     endpoint: Endpoint,
+    /// A frontend's fault rules (`cli fault db-delay`); the cli's clients have none.
+    faults: Option<Arc<Faults>>,
 }
 
 impl DbClient {
@@ -421,6 +425,15 @@ impl DbClient {
     pub fn new(addr: &str, timeout: Duration) -> Self {
         DbClient {
             endpoint: Endpoint::new(Server::Dbserver, addr, timeout),
+            faults: None,
+        }
+    }
+
+    /// The same client, its reads delayed by whatever `db-delay` rules `faults` holds.
+    pub fn with_faults(self, faults: Arc<Faults>) -> Self {
+        DbClient {
+            faults: Some(faults),
+            ..self
         }
     }
 
@@ -433,7 +446,17 @@ impl DbClient {
     /// read, since the answer is true as of that version.
     pub async fn load(&self, key: &str) -> Result<Loaded, ClientError> {
         let e = &self.endpoint;
-        let answer = e.call(Method::GET, &kv_path(key), Bytes::new()).await?;
+        // A db-delay rule waits inside the read's deadline, as a slow network would.
+        let delay = self.faults.as_ref().and_then(|f| f.on_db_read());
+        let answer = e
+            .within(async {
+                if let Some(delay) = delay {
+                    tokio::time::sleep(delay).await;
+                }
+                let (parts, body) = e.head(Method::GET, &kv_path(key), Bytes::new()).await?;
+                e.read(parts, body).await
+            })
+            .await?;
         let version = version_of(&answer.headers);
         Ok(Loaded {
             value: e.sort(answer)?.map(|a| a.body),
@@ -619,6 +642,13 @@ pub struct PeerScore {
     pub score: String,
 }
 
+/// What a frontend answers to `GET /faults`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultList {
+    pub rules: Vec<Rule>,
+    pub counts: FaultStats,
+}
+
 /// Talks to a frontend's client API: `GET /cache/{key}`, `/stats`, `/owner/{key}`.
 #[derive(Clone)]
 pub struct FrontendClient {
@@ -674,6 +704,40 @@ impl FrontendClient {
                 wait.as_millis()
             ))
             .await
+    }
+
+    /// Sets a fault rule on the frontend's calls.
+    pub async fn set_fault(&self, rule: &Rule) -> Result<(), ClientError> {
+        let body = serde_json::to_vec(rule).expect("a rule is plain data and always serializes");
+        let e = &self.endpoint;
+        e.call_for(Method::POST, "/faults", body.into())
+            .await
+            .map(drop)
+    }
+
+    /// Heals the frontend's rules about `node` (every rule for `None`); returns them.
+    pub async fn heal_faults(&self, node: Option<&str>) -> Result<Vec<Rule>, ClientError> {
+        let path = match node {
+            Some(node) => format!("/faults?node={}", key::encode(node)),
+            None => "/faults".to_owned(),
+        };
+        let e = &self.endpoint;
+        let answer = e.call_for(Method::DELETE, &path, Bytes::new()).await?;
+        #[derive(Deserialize)]
+        struct Healed {
+            healed: Vec<Rule>,
+        }
+        serde_json::from_slice::<Healed>(&answer.body)
+            .map(|h| h.healed)
+            .map_err(|e| {
+                self.endpoint
+                    .failed(answer.status, format!("unreadable answer: {e}"))
+            })
+    }
+
+    /// The fault rules set on the frontend.
+    pub async fn faults(&self) -> Result<FaultList, ClientError> {
+        self.endpoint.json("/faults").await
     }
 
     /// Who owns `key`, and the whole ranking.

@@ -248,6 +248,8 @@ fn plan(t: &Topology) -> Plan {
             .map(|i| t.http_addr(i).to_owned())
             .collect(),
         db: t.db_addr().to_owned(),
+        client_timeout: crate::cli::TIMEOUT,
+        check: false,
     }
 }
 

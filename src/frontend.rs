@@ -16,6 +16,10 @@
 //! - `GET /owner/{key}` → the owner, the whole rendezvous ranking of peers, and each
 //!   peer's score (64-bit, in hex: the highest owns the key)
 //! - `GET /metrics` → the same counters and request latencies, for Prometheus
+//! - `POST /faults` (a JSON [`Rule`]) sets a fault rule on this node's calls;
+//!   `DELETE /faults?node=N` heals the rules about N (all of them without `node`);
+//!   `GET /faults` lists them. Setting and healing are for loopback clients only (403
+//!   otherwise): a rule can stop a node from answering
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -29,6 +33,7 @@ use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
 use crate::client::{Applied, ClientError, DbClient, Ownership, PeerScore, Server};
+use crate::faults::Rule;
 use crate::follow;
 use crate::group::{self, GetError, Group};
 use crate::http::{self, Limits, Problem};
@@ -147,7 +152,8 @@ pub fn routes(api: Arc<Api>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         .or(get_stats(api.clone()))
         .or(get_owner(api.clone()))
         .or(get_applied(api.clone()))
-        .or(get_metrics(api))
+        .or(get_metrics(api.clone()))
+        .or(faults(api))
         .or(http::empty_key("cache"))
         .or(http::empty_key("owner"))
         .recover(http::recover)
@@ -192,7 +198,89 @@ fn get_metrics(api: Arc<Api>) -> impl Filter<Extract = (impl Reply,), Error = Re
     warp::path!("metrics")
         .and(warp::get())
         .and(with_api(api))
-        .map(|api: Arc<Api>| http::metrics(api.metrics.render(Snapshot::Node(api.group.stats()))))
+        .map(|api: Arc<Api>| {
+            http::metrics(
+                api.metrics
+                    .render(Snapshot::Node(Box::new(api.group.stats()))),
+            )
+        })
+}
+
+/// `POST /faults`, `DELETE /faults?node=N`, `GET /faults`
+fn faults(api: Arc<Api>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    let set = warp::post()
+        .and(loopback())
+        .and(warp::body::content_length_limit(64 * 1024))
+        .and(warp::body::bytes())
+        .and(with_api(api.clone()))
+        .and_then(fault_post);
+    let heal = warp::delete()
+        .and(loopback())
+        .and(warp::query::<std::collections::HashMap<String, String>>())
+        .and(with_api(api.clone()))
+        .map(
+            |query: std::collections::HashMap<String, String>, api: Arc<Api>| {
+                let healed = api.group.heal_faults(query.get("node").map(String::as_str));
+                http::json(&serde_json::json!({ "healed": healed }))
+            },
+        );
+    let list = warp::get().and(with_api(api)).map(|api: Arc<Api>| {
+        http::json(&serde_json::json!({
+            "rules": api.group.faults(),
+            "counts": api.group.stats().faults,
+        }))
+    });
+    warp::path!("faults").and(set.or(heal).unify().or(list).unify())
+}
+
+/// Lets through requests from this machine only; others get 403.
+fn loopback() -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::ext::optional::<http::Remote>()
+        .and_then(|remote: Option<http::Remote>| async move {
+            match remote {
+                Some(http::Remote(addr)) if allowed_to_set_faults(addr) => Ok(()),
+                other => Err(warp::reject::custom(Problem {
+                    status: StatusCode::FORBIDDEN,
+                    message: format!(
+                        "fault rules are set from this machine only (loopback), not from {}",
+                        other.map_or("an unknown address".to_owned(), |r| r.0.ip().to_string())
+                    ),
+                })),
+            }
+        })
+        .untuple_one()
+}
+
+/// Whether a request from `addr` may set or heal fault rules: only from loopback, since a
+/// rule can stop this node from answering, and the client API has no authentication.
+pub fn allowed_to_set_faults(addr: std::net::SocketAddr) -> bool {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) => ip.is_loopback(),
+        std::net::IpAddr::V6(ip) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
+async fn fault_post(body: bytes::Bytes, api: Arc<Api>) -> Result<warp::reply::Response, Rejection> {
+    let bad = |message: String| {
+        warp::reject::custom(Problem {
+            status: StatusCode::BAD_REQUEST,
+            message,
+        })
+    };
+    let rule: Rule = serde_json::from_slice(&body).map_err(|e| {
+        bad(format!(
+            "not a fault rule ({e}); see `gclab cli fault --help`"
+        ))
+    })?;
+    if let Some(to) = &rule.to {
+        if !api.group.knows(to) {
+            return Err(bad(format!("{to} is not one of this node's peers")));
+        }
+    }
+    api.group.set_fault(rule.clone()).map_err(bad)?;
+    Ok(http::json(&serde_json::json!({ "set": rule })))
 }
 
 fn with_api(api: Arc<Api>) -> impl Filter<Extract = (Arc<Api>,), Error = Infallible> + Clone {
@@ -299,5 +387,21 @@ fn header(value: &str) -> HeaderValue {
 async fn check_db(db: DbClient) {
     if let Err(e @ ClientError::WrongServer { .. }) = db.stats().await {
         tracing::warn!("--db {}: {e}", db.addr());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_clients_may_set_faults() {
+        let at = |a: &str| allowed_to_set_faults(a.parse().unwrap());
+        assert!(at("127.0.0.1:5000"));
+        assert!(at("127.0.0.2:5000"));
+        assert!(at("[::1]:5000"));
+        assert!(at("[::ffff:127.0.0.1]:5000"));
+        assert!(!at("10.0.0.7:5000"));
+        assert!(!at("[2001:db8::1]:5000"));
     }
 }

@@ -38,6 +38,7 @@ use tokio::time::Instant as TokioInstant;
 
 use crate::cache::{Cache, Entry};
 use crate::client::{DbClient, Loaded};
+use crate::faults::{Faults, Rule};
 use crate::invalidation::Invalidation;
 use crate::logging::HITS;
 use crate::peers::{PeerError, Peers};
@@ -144,6 +145,8 @@ pub struct Group {
     stale_guard: bool,
     /// What the change stream has told this node (floors, the version applied).
     invalidation: Invalidation,
+    /// The fault rules `cli fault` set on this node's peer and dbserver calls.
+    faults: Arc<Faults>,
     ttl: Option<Duration>,
     /// Set once the node has been told to stop: its peers are likely stopping too, so a
     /// failed peer call is no reason to fail over.
@@ -210,6 +213,7 @@ enum PeerAnswer {
 
 impl Group {
     pub fn new(config: &Config) -> Group {
+        let faults = Arc::new(Faults::default());
         Group {
             me: config.me.clone(),
             ring: Ring::new(config.peers.iter().cloned()),
@@ -217,8 +221,10 @@ impl Group {
                 &config.me,
                 config.peers.iter().filter(|p| **p != config.me),
                 config.peer_timeout,
+                Arc::clone(&faults),
             ),
-            db: DbClient::new(&config.db_addr, config.db_timeout),
+            db: DbClient::new(&config.db_addr, config.db_timeout).with_faults(Arc::clone(&faults)),
+            faults,
             main_cache: Cache::new(config.ttl.is_some()),
             hot_cache: Cache::new(config.ttl.is_some()),
             cache_bytes: config.cache_bytes,
@@ -554,6 +560,24 @@ impl Group {
         &self.invalidation
     }
 
+    /// Sets a fault rule on this node's calls (`POST /faults`).
+    pub fn set_fault(&self, rule: Rule) -> Result<(), String> {
+        self.faults.set(rule)
+    }
+
+    /// Removes the fault rules about `node` (all for `None`), and forgets the peer failures
+    /// they caused, so healed peers are asked again at once.
+    pub fn heal_faults(&self, node: Option<&str>) -> Vec<Rule> {
+        let healed = self.faults.heal(node);
+        self.peers.forgive_all();
+        healed
+    }
+
+    /// The fault rules set on this node.
+    pub fn faults(&self) -> Vec<Rule> {
+        self.faults.list()
+    }
+
     /// The key's owner: the first peer of its ranking.
     pub fn owner(&self, key: &str) -> &str {
         self.ring.owner(key)
@@ -586,6 +610,7 @@ impl Group {
                 .snapshot(&self.me, self.main_cache.stats(), self.hot_cache.stats());
         stats.following = self.invalidation.following();
         stats.last_version_applied = self.invalidation.applied();
+        stats.faults = self.faults.stats();
         stats
     }
 }

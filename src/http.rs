@@ -21,6 +21,10 @@ use warp::{Filter, Rejection, Reply};
 
 use crate::key::KeyError;
 
+/// The address a request came from; set on every request but a GET (see `serve`).
+#[derive(Debug, Clone, Copy)]
+pub struct Remote(pub std::net::SocketAddr);
+
 /// A request that failed with a status and a message for the person who sent it.
 #[derive(Debug)]
 pub struct Problem {
@@ -220,11 +224,11 @@ pub async fn serve<F, R>(
     let mut tasks = tokio::task::JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, remote) = tokio::select! {
             () = &mut shutdown => break,
             Some(_) = tasks.join_next() => continue, // reap connections that closed
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok((stream, remote)) => (stream, remote),
                 Err(e) => {
                     // Usually "too many open files": wait a moment instead of spinning.
                     tracing::warn!("accepting a connection failed: {e}");
@@ -237,7 +241,12 @@ pub async fn serve<F, R>(
             tracing::warn!("could not set TCP_NODELAY: {e}");
         }
         let warp_service = warp::service(filter.clone());
-        let service = hyper::service::service_fn(move |request| {
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
+            // Who sent it, for the routes that care (`POST /faults`, loopback only). Not on
+            // a GET: the extension map is an allocation, and GETs are the cache hits.
+            if request.method() != hyper::Method::GET {
+                request.extensions_mut().insert(Remote(remote));
+            }
             let mut warp_service = warp_service.clone();
             async move {
                 // The deadline's timer is armed only for a request that has to wait: a

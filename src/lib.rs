@@ -13,6 +13,8 @@
 //! - [`ring`] — who owns a key: rendezvous hashing over the peer list.
 //! - [`cache`] — a byte-counting LRU cache (the main and hot caches).
 //! - [`peers`] — the tarpc service a frontend uses to ask a key's owner, and its clients.
+//! - [`faults`] — faults on demand: rules that break this node's calls to peers and to
+//!   the dbserver (`cli fault`), where a real network would.
 //! - [`invalidation`] — what the change stream has told a node: floors against the
 //!   stale-set race, and the version applied.
 //!
@@ -43,6 +45,7 @@ pub mod cli;
 pub mod client;
 pub mod dbserver;
 pub mod demo;
+pub mod faults;
 pub mod fd_limit;
 pub mod follow;
 pub mod frontend;

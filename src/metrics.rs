@@ -32,7 +32,7 @@ fn buckets() -> Vec<f64> {
 
 /// What a server's counters look like at scrape time.
 pub enum Snapshot {
-    Node(NodeStats),
+    Node(Box<NodeStats>),
     Db(DbStats),
 }
 
@@ -190,6 +190,14 @@ fn describe_all() {
         "gclab_db_followers_dropped_total",
         "Change-stream followers dropped for falling behind"
     );
+    describe_gauge!(
+        "gclab_fault_rules",
+        "Fault rules set on this node (cli fault)"
+    );
+    describe_counter!(
+        "gclab_faulted_calls_total",
+        "Peer calls and dbserver reads a fault rule hurt, by kind of fault"
+    );
 }
 
 fn publish_node(s: &NodeStats) {
@@ -212,6 +220,17 @@ fn publish_node(s: &NodeStats) {
         metrics::counter!(*name).absolute(value);
     }
     metrics::gauge!("gclab_last_version_applied").set(s.last_version_applied as f64);
+    let f = &s.faults;
+    metrics::gauge!("gclab_fault_rules").set(f.rules as f64);
+    for (kind, count) in [
+        ("partition", f.partitioned),
+        ("drop", f.dropped),
+        ("delay", f.delayed),
+        ("stall", f.stalled),
+        ("db-delay", f.db_delayed),
+    ] {
+        metrics::counter!("gclab_faulted_calls_total", "fault" => kind).absolute(count);
+    }
     for (cache, c) in [("main", &s.main_cache), ("hot", &s.hot_cache)] {
         metrics::gauge!("gclab_cache_bytes", "cache" => cache).set(c.bytes as f64);
         metrics::gauge!("gclab_cache_items", "cache" => cache).set(c.items as f64);

@@ -16,6 +16,7 @@
 //! - TCP_NODELAY on every socket: calls are small, and Nagle's algorithm would hold them
 //!   back waiting for an ACK.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tarpc::client::RpcError;
@@ -26,6 +27,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
 use crate::client::Loaded;
+use crate::faults::{Effect, Faults};
 
 /// The largest frame either side accepts: a value (1 MiB by default) plus room for the rest.
 pub const MAX_FRAME_BYTES: usize = 2 * 1024 * 1024;
@@ -86,6 +88,8 @@ pub struct Peers {
     me: String,
     connections: std::collections::HashMap<String, Connection>,
     timeout: Duration,
+    /// The rules `cli fault` set on this node's calls (see `faults.rs`).
+    faults: Arc<Faults>,
 }
 
 #[derive(Default)]
@@ -112,6 +116,7 @@ impl Peers {
         me: &str,
         peers: impl IntoIterator<Item = &'a String>,
         timeout: Duration,
+        faults: Arc<Faults>,
     ) -> Self {
         Peers {
             me: me.to_owned(),
@@ -120,6 +125,7 @@ impl Peers {
                 .map(|p| (p.clone(), Connection::default()))
                 .collect(),
             timeout,
+            faults,
         }
     }
 
@@ -129,10 +135,30 @@ impl Peers {
             .connections
             .get(peer)
             .ok_or_else(|| PeerError::Connect(format!("{peer} is not in --peers")))?;
+        let deadline = Instant::now() + self.timeout;
+        // A fault rule acts here, where a real network would: before the call leaves.
+        match self.faults.on_peer_call(peer) {
+            None => {}
+            Some(Effect::Fail(reason)) => {
+                connection.record(peer, false);
+                return Err(PeerError::Connect(reason.to_owned()));
+            }
+            Some(Effect::Stall) => {
+                tokio::time::sleep_until(deadline.into()).await;
+                connection.record(peer, false);
+                return Err(PeerError::Timeout(self.timeout));
+            }
+            Some(Effect::Wait(wait)) if wait >= self.timeout => {
+                tokio::time::sleep_until(deadline.into()).await;
+                connection.record(peer, false);
+                return Err(PeerError::Timeout(self.timeout));
+            }
+            Some(Effect::Wait(wait)) => tokio::time::sleep(wait).await,
+        }
         let answer = match connection.client(peer).await {
             Ok(client) => {
                 let mut ctx = context::current();
-                ctx.deadline = Instant::now() + self.timeout;
+                ctx.deadline = deadline;
                 match client.get(ctx, self.me.clone(), key.to_owned()).await {
                     Ok(answer) => Ok(answer),
                     Err(RpcError::DeadlineExceeded) => Err(PeerError::Timeout(self.timeout)),
@@ -148,6 +174,18 @@ impl Peers {
         };
         connection.record(peer, answer.is_ok());
         answer?.map_err(PeerError::Remote)
+    }
+
+    /// Forgets every peer's failures, so the next call to each goes out at once: after
+    /// `cli fault heal`, a healed peer should not sit out the rest of its back-off.
+    pub fn forgive_all(&self) {
+        for connection in self.connections.values() {
+            let mut health = connection
+                .health
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            health.retry_at = None;
+        }
     }
 
     /// Whether a call to `peer` should be skipped because it failed moments ago (see

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 
 use crate::cache::CacheStats;
+use crate::faults::FaultStats;
 
 /// The live counters of one frontend. Atomics, not a `Mutex<Counters>`: each counter moves
 /// on its own, and readers only ever want a recent snapshot.
@@ -71,6 +72,7 @@ impl Stats {
             evictions_by_change: read(&self.evictions_by_change),
             stale_loads_refused: read(&self.stale_loads_refused),
             last_version_applied: 0,
+            faults: FaultStats::default(),
             main_cache,
             hot_cache,
         }
@@ -111,6 +113,9 @@ pub struct NodeStats {
     /// The newest version of the change stream this node has applied.
     #[serde(default)]
     pub last_version_applied: u64,
+    /// The fault rules set on the node (`cli fault`), and the calls they hurt.
+    #[serde(default)]
+    pub faults: FaultStats,
     pub main_cache: CacheStats,
     pub hot_cache: CacheStats,
 }

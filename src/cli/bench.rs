@@ -23,8 +23,9 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use super::check::{Checker, Reads, Verdict};
 use super::{exit, fail, print_report, short, TIMEOUT};
-use crate::client::{ClientError, DbClient, FrontendClient};
+use crate::client::{Cached, ClientError, DbClient, FrontendClient};
 
 /// How load is applied.
 #[derive(Debug, Clone, Copy)]
@@ -44,8 +45,16 @@ pub struct Plan {
     pub keys: u32,
     /// The frontends' HTTP addresses.
     pub frontends: Vec<String>,
-    /// The dbserver to write the keys to first; `None` skips that.
+    /// The dbserver: `--check` counts its reads.
     pub db: Option<String>,
+    /// Write key1..keyN to the dbserver first.
+    pub fill: bool,
+    /// How long a request may take before the cli gives up on it.
+    pub client_timeout: Duration,
+    /// End with the checker's verdict (`--check`; needs `db`, whose reads it counts).
+    pub check: bool,
+    /// Keep a timeline of the run: answers per interval, by source, and their p99.
+    pub timeline: bool,
 }
 
 /// Latency percentiles, in milliseconds.
@@ -110,18 +119,57 @@ pub struct Report {
     /// Count per `x-gclab-source`: main, hot, peer, db.
     pub sources: BTreeMap<String, u64>,
     pub histogram: Vec<Bucket>,
+    /// The checker's verdict, with `--check`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check: Option<Verdict>,
+    /// Database reads during the run (the dbserver's `gets`, after − before), with `--check`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub db_reads: Option<u64>,
+    /// Distinct keys asked for, with `--check` (0 without).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub keys_asked: u64,
+    /// Answers over time, when asked for (`cli chaos` draws it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Timeline>,
 }
 
-/// How one request ended.
-enum Outcome {
-    Found(String),
-    NotFound,
-    Failed(String),
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
+/// A run's answers over time, in equal intervals.
+#[derive(Debug, Clone, Serialize)]
+pub struct Timeline {
+    /// The width of one interval, in milliseconds.
+    pub bin_ms: u64,
+    pub bins: Vec<Bin>,
+}
+
+/// The answers to the requests sent in one interval, by where they came from.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Bin {
+    /// Seconds from the start of the run to the start of the interval.
+    pub t_s: f64,
+    /// From a main or hot cache.
+    pub hit: u64,
+    pub peer: u64,
+    pub db: u64,
+    /// Errors and "no such key" answers.
+    pub failed: u64,
+    /// The interval's 99th-percentile latency.
+    pub p99_ms: f64,
+}
+
+/// One answer, as the load tasks hand it to the collector.
 struct Sample {
+    /// Latency as the report counts it (in open loop, from the intended send time).
     micros: u64,
-    outcome: Outcome,
+    /// The request's own time on the wire, for the deadline claim.
+    took: Duration,
+    /// When it was (meant to be) sent, from the start of the run.
+    at: Duration,
+    key: u32,
+    answer: Result<Option<Cached>, ClientError>,
 }
 
 /// Runs the benchmark and prints the report.
@@ -129,7 +177,11 @@ pub async fn run(plan: Plan, json: bool) -> u8 {
     match measure(&plan, !json).await {
         Ok(report) => {
             print_report(&report, render, json);
-            exit::FOUND
+            if report.check.as_ref().is_some_and(|v| !v.valid) {
+                exit::INVALID
+            } else {
+                exit::FOUND
+            }
         }
         Err(e) => fail(exit::UNREACHABLE, &e.to_string(), json),
     }
@@ -143,19 +195,27 @@ pub fn value_of(i: u32) -> Bytes {
 
 /// Writes the keys, applies the load, and collects the report.
 pub async fn measure(plan: &Plan, progress: bool) -> Result<Report, ClientError> {
-    if let Some(db) = &plan.db {
-        fill(&DbClient::new(db, TIMEOUT), plan.keys).await?;
+    let db = plan.db.as_ref().map(|db| DbClient::new(db, TIMEOUT));
+    if let (Some(db), true) = (&db, plan.fill) {
+        fill(db, plan.keys).await?;
     }
     let frontends: Arc<Vec<FrontendClient>> = Arc::new(
         plan.frontends
             .iter()
-            .map(|addr| FrontendClient::new(addr, TIMEOUT))
+            .map(|addr| FrontendClient::new(addr, plan.client_timeout))
             .collect(),
     );
     // Fail early and clearly if a frontend is down, instead of reporting a run of errors.
+    let mut nodes_before = Vec::new();
     for frontend in frontends.iter() {
-        frontend.stats().await?;
+        nodes_before.push(frontend.stats().await?);
     }
+    let db_before = match (&db, plan.check) {
+        (Some(db), true) => Some(db.stats().await?.gets),
+        _ => None,
+    };
+    let mut checker = Checker::new(plan.client_timeout);
+    let mut timeline = plan.timeline.then(|| Collector::new(plan.duration));
 
     let (tx, mut rx) = mpsc::unbounded_channel::<Sample>();
     let sent = Arc::new(AtomicU64::new(0));
@@ -166,7 +226,7 @@ pub async fn measure(plan: &Plan, progress: bool) -> Result<Report, ClientError>
         started,
         plan.duration,
         plan.keys,
-        frontends,
+        Arc::clone(&frontends),
         tx,
         Arc::clone(&sent),
     ));
@@ -198,14 +258,21 @@ pub async fn measure(plan: &Plan, progress: bool) -> Result<Report, ClientError>
         };
         received += 1;
         latency.saturating_record(sample.micros);
-        let status = match sample.outcome {
-            Outcome::Found(source) => {
+        if plan.check {
+            let key = format!("key{}", sample.key);
+            checker.answer(&key, &value_of(sample.key), &sample.answer, sample.took);
+        }
+        if let Some(timeline) = &mut timeline {
+            timeline.add(&sample);
+        }
+        let status = match sample.answer {
+            Ok(Some(cached)) => {
                 ok += 1;
-                *sources.entry(source).or_insert(0) += 1;
+                *sources.entry(cached.source).or_insert(0) += 1;
                 "200".to_owned()
             }
-            Outcome::NotFound => "404".to_owned(),
-            Outcome::Failed(reason) => reason,
+            Ok(None) => "404".to_owned(),
+            Err(e) => status_of(&e),
         };
         *status_codes.entry(status).or_insert(0) += 1;
     }
@@ -213,6 +280,19 @@ pub async fn measure(plan: &Plan, progress: bool) -> Result<Report, ClientError>
     let total_seconds = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
 
+    let keys_asked = checker.keys_asked();
+    let (check, db_reads) = match (&db, db_before) {
+        (Some(db), Some(before)) => {
+            let db_reads = db.stats().await?.gets.saturating_sub(before);
+            let mut nodes_after = Vec::new();
+            for (frontend, before) in frontends.iter().zip(&nodes_before) {
+                nodes_after.push(frontend.stats().await.unwrap_or_else(|_| before.clone()));
+            }
+            let reads = Reads::between(db_reads, &nodes_before, &nodes_after);
+            (Some(checker.verdict(&reads)), Some(db_reads))
+        }
+        _ => (None, None),
+    };
     let requests = latency.len();
     let (mode, target) = match plan.mode {
         Mode::Rate(r) => ("rate", r),
@@ -236,11 +316,15 @@ pub async fn measure(plan: &Plan, progress: bool) -> Result<Report, ClientError>
         status_codes,
         sources,
         histogram: buckets(&latency),
+        check,
+        db_reads,
+        keys_asked,
+        timeline: timeline.map(Collector::finish),
     })
 }
 
 /// Writes `key1`..`keyN` to the dbserver, 64 at a time.
-async fn fill(db: &DbClient, keys: u32) -> Result<(), ClientError> {
+pub async fn fill(db: &DbClient, keys: u32) -> Result<(), ClientError> {
     let results: Vec<Result<(), ClientError>> = stream::iter(1..=keys)
         .map(|i| async move { db.set(&format!("key{i}"), value_of(i)).await.map(drop) })
         .buffer_unordered(64)
@@ -275,7 +359,7 @@ async fn apply(
                 tokio::spawn(async move {
                     let frontend = &frontends[i as usize % frontends.len()];
                     // Measured from the intended send time, not from when we got round to it.
-                    let _ = tx.send(one_request(frontend, keys, intended).await);
+                    let _ = tx.send(one_request(frontend, keys, started, intended).await);
                 });
             }
         }
@@ -290,7 +374,8 @@ async fn apply(
                             let frontend = &frontends[n % frontends.len()];
                             n += 1;
                             sent.fetch_add(1, Ordering::Relaxed);
-                            let _ = tx.send(one_request(frontend, keys, Instant::now()).await);
+                            let now = Instant::now();
+                            let _ = tx.send(one_request(frontend, keys, started, now).await);
                         }
                     })
                 })
@@ -303,21 +388,90 @@ async fn apply(
     started.elapsed().as_secs_f64()
 }
 
-async fn one_request(frontend: &FrontendClient, keys: u32, since: Instant) -> Sample {
-    let key = format!("key{}", fastrand::u32(1..=keys));
-    let outcome = match frontend.cget(&key).await {
-        Ok(Some(cached)) => Outcome::Found(cached.source),
-        Ok(None) => Outcome::NotFound,
-        Err(ClientError::Refused { status, .. } | ClientError::Failed { status, .. }) => {
-            Outcome::Failed(status.to_string())
-        }
-        Err(ClientError::Timeout { .. }) => Outcome::Failed("timeout".to_owned()),
-        Err(ClientError::Unreachable { reason, .. }) => Outcome::Failed(format!("error: {reason}")),
-        Err(ClientError::WrongServer { .. }) => Outcome::Failed("not a frontend".to_owned()),
-    };
+async fn one_request(
+    frontend: &FrontendClient,
+    keys: u32,
+    started: Instant,
+    since: Instant,
+) -> Sample {
+    let key = fastrand::u32(1..=keys);
+    let sent = Instant::now();
+    let answer = frontend.cget(&format!("key{key}")).await;
     Sample {
         micros: since.elapsed().as_micros() as u64,
-        outcome,
+        took: sent.elapsed(),
+        at: since.saturating_duration_since(started),
+        key,
+        answer,
+    }
+}
+
+/// The report's name for an error: its status, or what kind of failure it was.
+fn status_of(error: &ClientError) -> String {
+    match error {
+        ClientError::Refused { status, .. } | ClientError::Failed { status, .. } => {
+            status.to_string()
+        }
+        ClientError::Timeout { .. } => "timeout".to_owned(),
+        ClientError::Unreachable { reason, .. } => format!("error: {reason}"),
+        ClientError::WrongServer { .. } => "not a frontend".to_owned(),
+    }
+}
+
+/// Builds a [`Timeline`] as the answers come in.
+struct Collector {
+    bin: Duration,
+    bins: Vec<(Bin, Histogram<u64>)>,
+}
+
+impl Collector {
+    /// Bins of a quarter second for a run of up to a minute, and about 240 bins for longer.
+    fn new(duration: Duration) -> Collector {
+        let bin = Duration::from_millis(250).max(duration / 240);
+        Collector {
+            bin,
+            bins: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, sample: &Sample) {
+        let i = (sample.at.as_nanos() / self.bin.as_nanos().max(1)) as usize;
+        while self.bins.len() <= i {
+            let t_s = self.bin.as_secs_f64() * self.bins.len() as f64;
+            let histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 2)
+                .expect("bounds 1 µs..60 s with 2 digits are valid");
+            self.bins.push((
+                Bin {
+                    t_s,
+                    ..Bin::default()
+                },
+                histogram,
+            ));
+        }
+        let (bin, histogram) = &mut self.bins[i];
+        histogram.saturating_record(sample.micros);
+        match &sample.answer {
+            Ok(Some(cached)) => match cached.source.as_str() {
+                "peer" => bin.peer += 1,
+                "db" => bin.db += 1,
+                _ => bin.hit += 1,
+            },
+            _ => bin.failed += 1,
+        }
+    }
+
+    fn finish(self) -> Timeline {
+        Timeline {
+            bin_ms: self.bin.as_millis() as u64,
+            bins: self
+                .bins
+                .into_iter()
+                .map(|(mut bin, histogram)| {
+                    bin.p99_ms = histogram.value_at_quantile(0.99) as f64 / 1000.0;
+                    bin
+                })
+                .collect(),
+        }
     }
 }
 
@@ -430,6 +584,9 @@ pub fn render(r: &Report) -> String {
             b.count,
             b.count as f64 * 100.0 / r.requests.max(1) as f64
         );
+    }
+    if let Some(verdict) = &r.check {
+        out.push_str(&super::check::render(verdict));
     }
     out
 }

@@ -14,6 +14,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::bench::Latency;
+use super::check::{Checker, Reads, Verdict};
 use super::{exit, fail, print_report, short, TIMEOUT};
 use crate::client::{ClientError, DbClient, FrontendClient};
 use crate::stats::NodeStats;
@@ -28,6 +29,10 @@ pub struct Plan {
     pub frontends: Vec<String>,
     /// The dbserver's address.
     pub db: String,
+    /// How long a request may take before the cli gives up on it.
+    pub client_timeout: std::time::Duration,
+    /// End with the checker's verdict (`--check`).
+    pub check: bool,
 }
 
 /// What happened.
@@ -51,6 +56,9 @@ pub struct Report {
     pub nodes: Vec<NodeLoads>,
     pub latency_ms: Latency,
     pub seconds: f64,
+    /// The checker's verdict, with `--check`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check: Option<Verdict>,
 }
 
 /// What the herd did to one frontend: its counters, after − before.
@@ -88,6 +96,8 @@ pub async fn run(plan: Plan, json: bool) -> u8 {
             print_report(&report, render, json);
             if report.interrupted {
                 exit::INTERRUPTED
+            } else if report.check.as_ref().is_some_and(|v| !v.valid) {
+                exit::INVALID
             } else if report.errors + report.wrong_values + report.not_found == 0 {
                 exit::FOUND
             } else {
@@ -110,7 +120,7 @@ pub async fn measure(
     let frontends: Vec<FrontendClient> = plan
         .frontends
         .iter()
-        .map(|addr| FrontendClient::new(addr, TIMEOUT))
+        .map(|addr| FrontendClient::new(addr, plan.client_timeout))
         .collect();
 
     let (key, expected) = match &plan.key {
@@ -153,6 +163,7 @@ pub async fn measure(
         .expect("bounds 1 µs..60 s with 3 digits are valid");
     let (mut answered, mut wrong_values, mut not_found, mut errors) = (0, 0, 0, 0);
     let mut first_error = None;
+    let mut checker = Checker::new(plan.client_timeout);
     let mut interrupt = std::pin::pin!(interrupt);
     let mut interrupted = false;
     loop {
@@ -168,6 +179,7 @@ pub async fn measure(
         };
         latency.saturating_record(took.as_micros() as u64);
         bar.inc(1);
+        checker.answer(&key, &expected, &answer, took);
         match answer {
             Ok(Some(cached)) => {
                 answered += 1;
@@ -195,16 +207,18 @@ pub async fn measure(
         .ok()
         .map(|s| s.gets.saturating_sub(db_before));
     let mut nodes = Vec::new();
-    for (i, (frontend, before)) in frontends.iter().zip(nodes_before).enumerate() {
+    let mut nodes_after = Vec::new();
+    for (i, (frontend, before)) in frontends.iter().zip(&nodes_before).enumerate() {
         let sent =
             plan.requests / frontends.len() + usize::from(i < plan.requests % frontends.len());
-        nodes.push(NodeLoads::between(
-            frontend.addr(),
-            sent,
-            &before,
-            frontend.stats().await,
-        ));
+        let after = frontend.stats().await;
+        nodes_after.push(after.clone().unwrap_or_else(|_| before.clone()));
+        nodes.push(NodeLoads::between(frontend.addr(), sent, before, after));
     }
+    let check = (plan.check && !interrupted).then(|| {
+        let reads = Reads::between(db_reads.unwrap_or(u64::MAX), &nodes_before, &nodes_after);
+        checker.verdict(&reads)
+    });
     Ok(Report {
         key,
         owner,
@@ -219,6 +233,7 @@ pub async fn measure(
         nodes,
         latency_ms: Latency::of(&latency),
         seconds,
+        check,
     })
 }
 
@@ -338,6 +353,9 @@ pub fn render(r: &Report) -> String {
         "  latency: p50 {:.1} ms · p90 {:.1} ms · p99 {:.1} ms · max {:.1} ms",
         l.p50, l.p90, l.p99, l.max
     );
+    if let Some(verdict) = &r.check {
+        out.push_str(&super::check::render(verdict));
+    }
     out
 }
 

@@ -3,11 +3,15 @@
 //! - [`kv`] — `set` and `get` on the dbserver, `cget` through a frontend;
 //! - [`herd`] — many cgets of one cold key at once, and the database reads they cost;
 //! - [`bench`] — a load generator: open loop at a rate, or closed loop at a concurrency;
-//! - [`stats`] — every node's counters as one table.
+//! - [`stats`] — every node's counters as one table;
+//! - [`fault`] — fault rules on the frontends' calls: partitions, delays, drops, stalls;
+//! - [`check`] — `--check`: the verdict on a herd or bench, valid or INVALID;
+//! - [`chaos`] — a seeded run of load while faults come and go, with its timeline.
 //!
 //! Values and reports go to stdout, explanations and errors to stderr. Exit codes: 0 found
 //! (or done), 1 not found, 2 usage error (clap's own, or a request a server refused),
-//! 3 a server could not be reached or failed, 130 interrupted by Ctrl-C.
+//! 3 a server could not be reached or failed, 130 interrupted by Ctrl-C. With `--check`,
+//! 1 also means the verdict was INVALID.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -16,9 +20,13 @@ use crate::args::{address, CliArgs, CliCommand};
 use crate::logging;
 
 pub mod bench;
+pub mod chaos;
+pub mod check;
+pub mod fault;
 pub mod herd;
 pub mod kv;
 pub mod stats;
+pub mod timeline;
 
 /// How long the cli waits for an answer: far beyond the database delay, short of forever.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,6 +37,8 @@ pub mod exit {
     pub const NOT_FOUND: u8 = 1;
     pub const USAGE: u8 = 2;
     pub const UNREACHABLE: u8 = 3;
+    /// `--check` found a claim broken (the verdict says which).
+    pub const INVALID: u8 = 1;
     /// Stopped by Ctrl-C (128 + SIGINT, as shells report it).
     pub const INTERRUPTED: u8 = 130;
 }
@@ -43,12 +53,15 @@ pub async fn run(args: CliArgs) -> ExitCode {
             requests,
             frontends,
             db,
+            check,
         } => {
             let plan = herd::Plan {
                 key,
                 requests: requests as usize,
                 frontends: frontends.iter().map(|f| address(f)).collect(),
                 db: address(&db),
+                client_timeout: check.client_timeout,
+                check: check.check,
             };
             herd::run(plan, json).await
         }
@@ -60,6 +73,7 @@ pub async fn run(args: CliArgs) -> ExitCode {
             frontends,
             db,
             no_fill,
+            check,
         } => {
             let plan = bench::Plan {
                 mode: match rate {
@@ -69,7 +83,11 @@ pub async fn run(args: CliArgs) -> ExitCode {
                 duration,
                 keys,
                 frontends: frontends.iter().map(|f| address(f)).collect(),
-                db: (!no_fill).then(|| address(&db)),
+                db: Some(address(&db)),
+                fill: !no_fill,
+                client_timeout: check.client_timeout,
+                check: check.check,
+                timeline: false,
             };
             bench::run(plan, json).await
         }
@@ -81,6 +99,32 @@ pub async fn run(args: CliArgs) -> ExitCode {
         } => {
             let frontends: Vec<String> = frontends.iter().map(|f| address(f)).collect();
             stats::run(&frontends, &address(&db), watch, wide, json).await
+        }
+        CliCommand::Fault { action, frontends } => {
+            let frontends: Vec<String> = frontends.iter().map(|f| address(f)).collect();
+            fault::run(action, &frontends, json).await
+        }
+        CliCommand::Chaos {
+            seed,
+            duration,
+            rate,
+            keys,
+            frontends,
+            db,
+            timeline,
+            client_timeout,
+        } => {
+            let plan = chaos::Plan {
+                seed,
+                duration,
+                rate,
+                keys,
+                frontends: frontends.iter().map(|f| address(f)).collect(),
+                db: address(&db),
+                timeline,
+                client_timeout,
+            };
+            chaos::run(plan, json).await
         }
         command => kv::run(command, json).await,
     };

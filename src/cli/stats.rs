@@ -73,9 +73,26 @@ pub async fn collect(
     (nodes, db.map_err(|e| e.to_string()))
 }
 
-/// Every counter of a node, by its name in `/stats`; the change-stream counters only when
-/// `changes` (some node in the table follows changes), so the groupcache table stays as it is.
-pub fn counters(s: &NodeStats, changes: bool) -> Vec<(&'static str, u64)> {
+/// Which optional rows the table has: the change-stream counters when some node follows
+/// changes, the fault counters when some node has had fault rules. Without them the
+/// groupcache table stays as it is.
+#[derive(Debug, Clone, Copy)]
+pub struct Sections {
+    pub changes: bool,
+    pub faults: bool,
+}
+
+impl Sections {
+    fn of<'a>(nodes: impl Iterator<Item = &'a NodeStats> + Clone) -> Sections {
+        Sections {
+            changes: nodes.clone().any(|s| s.following),
+            faults: nodes.into_iter().any(|s| s.faults != Default::default()),
+        }
+    }
+}
+
+/// Every counter of a node, by its name in `/stats`, with the optional rows `sections` asks for.
+pub fn counters(s: &NodeStats, sections: Sections) -> Vec<(&'static str, u64)> {
     let mut counters = vec![
         ("gets", s.gets),
         ("cache_hits", s.cache_hits),
@@ -94,12 +111,23 @@ pub fn counters(s: &NodeStats, changes: bool) -> Vec<(&'static str, u64)> {
         ("hot_cache.bytes", s.hot_cache.bytes),
         ("hot_cache.evictions", s.hot_cache.evictions),
     ];
-    if changes {
+    if sections.changes {
         counters.extend([
             ("changes_applied", s.changes_applied),
             ("evictions_by_change", s.evictions_by_change),
             ("stale_loads_refused", s.stale_loads_refused),
             ("last_version_applied", s.last_version_applied),
+        ]);
+    }
+    if sections.faults {
+        let f = &s.faults;
+        counters.extend([
+            ("faults.rules", f.rules),
+            ("faults.partitioned", f.partitioned),
+            ("faults.dropped", f.dropped),
+            ("faults.delayed", f.delayed),
+            ("faults.stalled", f.stalled),
+            ("faults.db_delayed", f.db_delayed),
         ]);
     }
     counters
@@ -118,8 +146,9 @@ pub fn render(nodes: &[Row], db_addr: &str, db: &Result<DbStats, String>, wide: 
         .filter_map(|(addr, stats)| stats.as_ref().ok().map(|s| (name(addr, stats), s)))
         .collect();
     let names: Vec<String> = up.iter().map(|(n, _)| n.clone()).collect();
-    let changes = up.iter().any(|(_, s)| s.following);
-    let labels: Vec<&str> = counters(&NodeStats::default(), changes)
+    let sections = Sections::of(up.iter().map(|(_, s)| *s));
+    let changes = sections.changes;
+    let labels: Vec<&str> = counters(&NodeStats::default(), sections)
         .iter()
         .map(|(l, _)| *l)
         .collect();
@@ -131,7 +160,7 @@ pub fn render(nodes: &[Row], db_addr: &str, db: &Result<DbStats, String>, wide: 
             .map(|(n, s)| {
                 (
                     n.clone(),
-                    counters(s, changes)
+                    counters(s, sections)
                         .iter()
                         .map(|(_, v)| v.to_string())
                         .collect(),
@@ -147,7 +176,7 @@ pub fn render(nodes: &[Row], db_addr: &str, db: &Result<DbStats, String>, wide: 
             .map(|(i, label)| {
                 let values = up
                     .iter()
-                    .map(|(_, s)| counters(s, changes)[i].1.to_string())
+                    .map(|(_, s)| counters(s, sections)[i].1.to_string())
                     .collect();
                 ((*label).to_owned(), values)
             })
