@@ -1,0 +1,499 @@
+//! Breaking it on purpose: fault rules set through `gclab cli fault`, the checker of
+//! `--check`, and `gclab cli chaos`. Counts are asserted, never timings.
+
+mod common;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{gclab, start, Topology};
+use gclab::client::FrontendClient;
+use gclab::stats::NodeStats;
+use warp::Filter;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A key that frontend `i` owns, written to the dbserver with a value naming it.
+async fn key_owned_by(t: &Topology, i: usize, prefix: &str) -> String {
+    for n in 0.. {
+        let key = format!("{prefix}-{n}");
+        if t.owner_of(&key).await.unwrap() == i {
+            t.db.set(&key, Bytes::from(format!("value of {key}")))
+                .await
+                .unwrap();
+            return key;
+        }
+    }
+    unreachable!("some key is owned by every frontend")
+}
+
+/// Every frontend's HTTP address, for `--frontends`.
+fn frontends(t: &Topology) -> String {
+    (0..t.frontends.len())
+        .map(|i| t.http_addr(i).to_owned())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Runs `gclab cli …` with `args`, then `--frontends` naming `t`'s frontends; returns the
+/// exit code and stdout + stderr.
+async fn cli(t: &Topology, args: &[&str]) -> (i32, String) {
+    let mut all: Vec<String> = vec!["cli".to_owned()];
+    all.extend(args.iter().map(|a| (*a).to_owned()));
+    all.extend(["--frontends".to_owned(), frontends(t)]);
+    let out = tokio::task::spawn_blocking(move || gclab().args(&all).output().unwrap())
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+async fn stats(t: &Topology, i: usize) -> NodeStats {
+    t.frontends[i].stats().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_one_way_partition_makes_the_owners_peers_fail_over_while_the_owners_own_asks_succeed() {
+    let t = start(3, Duration::from_millis(20), |_| {}).await;
+    let of_0 = key_owned_by(&t, 0, "cut").await;
+    let of_1 = key_owned_by(&t, 1, "cut").await;
+
+    let (code, out) = cli(&t, &["fault", "partition", &t.peers[0]]).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.matches("set: partition: calls to").count(), 2, "{out}");
+
+    // 1 cannot reach 0, so it loads 0's key another way; 0 is never asked.
+    let got = t.frontends[1].cget(&of_0).await.unwrap().unwrap();
+    assert_eq!(got.value, format!("value of {of_0}"));
+    let (s0, s1) = (stats(&t, 0).await, stats(&t, 1).await);
+    assert_eq!(s1.faults.partitioned, 1);
+    assert_eq!(s1.failovers, 1);
+    assert_eq!(s0.server_requests, 0);
+
+    // One-way: 0 still asks 1, its key's owner, and gets the answer.
+    let got = t.frontends[0].cget(&of_1).await.unwrap().unwrap();
+    assert_eq!(
+        (got.source.as_str(), got.value),
+        ("peer", Bytes::from(format!("value of {of_1}")))
+    );
+    let s0 = stats(&t, 0).await;
+    assert_eq!(
+        (s0.peer_loads, s0.failovers, s0.faults.partitioned),
+        (1, 0, 0)
+    );
+
+    // Healed, 1 asks 0 again at once: no back-off left over from the partition.
+    let (code, out) = cli(&t, &["fault", "heal"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.matches("healed: partition").count(), 2, "{out}");
+    let fresh = key_owned_by(&t, 0, "healed").await;
+    let got = t.frontends[1].cget(&fresh).await.unwrap().unwrap();
+    assert_eq!(got.source, "peer");
+    assert_eq!(stats(&t, 0).await.server_requests, 1);
+    assert_eq!(stats(&t, 1).await.faults.rules, 0);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_kind_of_fault_moves_its_own_counter() {
+    // Short deadlines, so that a stalled call gives up quickly.
+    let t = start(3, Duration::from_millis(20), |c| {
+        c.group.db_timeout = Duration::from_millis(500);
+        c.group.peer_timeout = Duration::from_millis(800);
+    })
+    .await;
+    let owner = t.peers[0].clone();
+
+    // delay: the call waits, then is answered by the owner.
+    cli(&t, &["fault", "delay", &owner, "30ms", "--jitter", "5ms"]).await;
+    let key = key_owned_by(&t, 0, "delay").await;
+    assert_eq!(
+        t.frontends[1].cget(&key).await.unwrap().unwrap().source,
+        "peer"
+    );
+    assert_eq!(stats(&t, 1).await.faults.delayed, 1);
+    cli(&t, &["fault", "heal", &owner]).await;
+
+    // drop 100%: the call fails at once, and 1 fails over.
+    cli(&t, &["fault", "drop", &owner, "100%"]).await;
+    let key = key_owned_by(&t, 0, "drop").await;
+    assert!(t.frontends[1].cget(&key).await.unwrap().is_some());
+    let s1 = stats(&t, 1).await;
+    assert_eq!((s1.faults.dropped, s1.failovers), (1, 1));
+    cli(&t, &["fault", "heal"]).await;
+
+    // stall: no answer until --peer-timeout; then 1 fails over.
+    cli(&t, &["fault", "stall", &owner, "--from", t.http_addr(1)]).await;
+    let key = key_owned_by(&t, 0, "stall").await;
+    let got = t.frontends[1].cget(&key).await.unwrap().unwrap();
+    assert_eq!(got.value, format!("value of {key}"));
+    let s1 = stats(&t, 1).await;
+    assert_eq!((s1.faults.stalled, s1.failovers), (1, 2));
+    assert_eq!(stats(&t, 2).await.faults.rules, 0, "--from named only 1");
+
+    // db-delay: the owner's own read waits, and is still answered.
+    cli(&t, &["fault", "db-delay", &owner, "50ms"]).await;
+    let key = key_owned_by(&t, 0, "dbdelay").await;
+    assert_eq!(
+        t.frontends[0].cget(&key).await.unwrap().unwrap().source,
+        "db"
+    );
+    assert_eq!(stats(&t, 0).await.faults.db_delayed, 1);
+
+    // The counters are on /metrics and in `cli stats` too.
+    let metrics = reqwest::get(format!("http://{}/metrics", t.http_addr(1)))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("gclab_faulted_calls_total{fault=\"stall\"} 1"),
+        "{metrics}"
+    );
+    let (code, table) = cli(&t, &["stats", "--db", t.db_addr()]).await;
+    assert_eq!(code, 0, "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("faults.stalled"))
+        .unwrap();
+    assert_eq!(
+        row.split_whitespace().collect::<Vec<_>>(),
+        ["faults.stalled", "0", "1", "0"]
+    );
+
+    let (_, list) = cli(&t, &["fault", "list"]).await;
+    assert!(
+        list.contains("db-delay: dbserver reads wait 50 ms"),
+        "{list}"
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_fault_commands_exit_2_with_the_reason() {
+    let t = start(3, Duration::from_millis(1), |_| {}).await;
+    let node = t.peers[0].clone();
+    for (args, reason) in [
+        (
+            vec!["drop", &node, "150%"],
+            "150% is not a share between 0% and 100%",
+        ),
+        (vec!["drop", &node, "many"], "is not a percentage"),
+        (vec!["delay", &node, "-5s"], "a duration cannot be negative"),
+        (
+            vec!["delay", &node, "2h"],
+            "over an hour is not a delay but an outage",
+        ),
+        (
+            vec!["stall", "127.0.0.1:1"],
+            "unknown node 127.0.0.1:1: the frontends are",
+        ),
+        (
+            vec!["partition", &node, "--from", &node],
+            "cannot be cut off from itself",
+        ),
+    ] {
+        let mut all = vec!["fault"];
+        all.extend(args.iter().copied());
+        let (code, out) = cli(&t, &all).await;
+        assert_eq!(code, 2, "{all:?}: {out}");
+        assert!(out.contains(reason), "{all:?}: {out}");
+    }
+    for i in 0..3 {
+        assert_eq!(stats(&t, i).await.faults.rules, 0);
+    }
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fault_rules_are_refused_to_anyone_but_loopback() {
+    // This machine's own address on its way out, if it has one (a UDP connect sends nothing).
+    let probe = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    let own = probe
+        .connect("192.0.2.1:9")
+        .and_then(|()| probe.local_addr())
+        .map(|a| a.ip())
+        .ok();
+    let Some(ip) = own.filter(|ip| !ip.is_loopback() && !ip.is_unspecified()) else {
+        eprintln!("skipped: this machine has no address but loopback to send from");
+        return;
+    };
+    let t = start(1, Duration::from_millis(1), |_| {}).await;
+    // A second frontend, its client port on that address, peering with nobody but itself.
+    let peer = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+    let http_addr = http.local_addr().unwrap();
+    let me = peer.local_addr().unwrap().to_string();
+    let config = gclab::frontend::Config {
+        group: gclab::group::Config {
+            me: me.clone(),
+            peers: vec![me.clone()],
+            db_addr: t.db_addr().to_owned(),
+            cache_bytes: 1 << 20,
+            db_timeout: Duration::from_secs(1),
+            peer_timeout: Duration::from_secs(2),
+            singleflight: true,
+            use_peers: true,
+            follow_changes: false,
+            stale_guard: true,
+            ttl: None,
+        },
+        client_timeout: TIMEOUT,
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(gclab::frontend::run(peer, http, config, async {
+        let _ = stopped.await;
+    }));
+    let rule = serde_json::json!({"about": me, "to": null, "kind": "db-delay", "ms": 10});
+    let answer = reqwest::Client::new()
+        .post(format!("http://{http_addr}/faults"))
+        .body(rule.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 403);
+    let body = answer.text().await.unwrap();
+    assert!(body.contains("from this machine only (loopback)"), "{body}");
+    let client = FrontendClient::new(&http_addr.to_string(), TIMEOUT);
+    assert_eq!(client.stats().await.unwrap().faults.rules, 0);
+    drop(stop);
+    server.await.unwrap().unwrap();
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn herd_check_is_valid_on_a_correct_topology() {
+    let t = start(3, Duration::from_millis(50), |_| {}).await;
+    let (code, out) = cli(
+        &t,
+        &["herd", "--requests", "300", "--check", "--db", t.db_addr()],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("check: valid"), "{out}");
+    assert!(out.contains("1 reads ≤ 1 = 1 key × 1"), "{out}");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn herd_check_holds_a_run_without_singleflight_to_the_singleflight_bound_and_names_the_key() {
+    let t = start(3, Duration::from_millis(50), |c| {
+        c.group.singleflight = false
+    })
+    .await;
+    let (code, out) = cli(
+        &t,
+        &[
+            "herd",
+            "--requests",
+            "300",
+            "--check",
+            "--json",
+            "--db",
+            t.db_addr(),
+        ],
+    )
+    .await;
+    assert_eq!(code, 1, "{out}");
+    let report: serde_json::Value =
+        serde_json::from_str(out.lines().next().unwrap()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let key = report["key"].as_str().unwrap();
+    let check = &report["check"];
+    assert_eq!(check["valid"], false);
+    let reads = report["db_reads"].as_u64().unwrap();
+    assert!(reads > 1, "{out}");
+    let examples = check["counterexamples"].as_array().unwrap();
+    assert!(
+        examples
+            .iter()
+            .any(|e| e.as_str().unwrap().contains(&format!(
+                "{reads} database reads for the key ({key}), where the bound is 1"
+            ))),
+        "{out}"
+    );
+    t.stop().await;
+}
+
+/// A frontend that lies: it passes every request on to `real`, but answers `liar`'s
+/// value wrong. It says it is a gclab frontend, as a buggy one would.
+async fn lying_frontend(
+    real: FrontendClient,
+    liar: &'static str,
+) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let real = Arc::new(real);
+    let cache = {
+        let real = real.clone();
+        warp::path!("cache" / String).and_then(move |key: String| {
+            let real = real.clone();
+            async move {
+                let got = real.cget(&key).await.unwrap().unwrap();
+                let value = if key == liar {
+                    Bytes::from_static(b"garbage")
+                } else {
+                    got.value
+                };
+                let mut response = warp::reply::Response::new(value.into());
+                let headers = response.headers_mut();
+                headers.insert("x-gclab-node", got.node.parse().unwrap());
+                headers.insert("x-gclab-source", got.source.parse().unwrap());
+                Ok::<_, Infallible>(response)
+            }
+        })
+    };
+    let stats = warp::path!("stats").and_then(move || {
+        let real = real.clone();
+        async move { Ok::<_, Infallible>(warp::reply::json(&real.stats().await.unwrap())) }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let limits = gclab::http::Limits {
+        header_timeout: TIMEOUT,
+        request_timeout: TIMEOUT,
+    };
+    let routes = cache.or(stats).recover(gclab::http::recover);
+    tokio::spawn(gclab::http::serve(
+        listener,
+        routes,
+        limits,
+        "gclab-frontend",
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    (addr, stop)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bench_check_finds_the_one_key_a_lying_frontend_answers_wrong() {
+    let t = start(1, Duration::from_millis(5), |_| {}).await;
+    let (liar, stop) = lying_frontend(t.frontends[0].clone(), "key7").await;
+    let args = [
+        "cli",
+        "bench",
+        "--check",
+        "--rate",
+        "300",
+        "--duration",
+        "1s",
+        "--keys",
+        "10",
+        "--frontends",
+        &liar,
+        "--db",
+        t.db_addr(),
+    ]
+    .map(str::to_owned);
+    let out = tokio::task::spawn_blocking(move || gclab().args(args).output().unwrap())
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("check: INVALID"), "{text}");
+    assert!(
+        text.contains("✗ FAILS  every answer was the right value"),
+        "{text}"
+    );
+    assert!(
+        text.contains("counterexample: key7 answered \"garbage\""),
+        "{text}"
+    );
+    // Only key7 is named: the other nine keys were answered right.
+    assert!(!text.contains("counterexample: key1 "), "{text}");
+    assert!(
+        text.contains("✓ holds  the database was read no more"),
+        "{text}"
+    );
+    drop(stop);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_seeded_chaos_run_on_a_correct_topology_is_valid_and_follows_its_seed() {
+    let t = start(3, Duration::from_millis(20), |c| {
+        c.group.db_timeout = Duration::from_millis(600);
+        c.group.peer_timeout = Duration::from_millis(900);
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("chaos.svg");
+    let svg_arg = svg.to_string_lossy().into_owned();
+    let (code, out) = cli(
+        &t,
+        &[
+            "chaos",
+            "--seed",
+            "11",
+            "--duration",
+            "6s",
+            "--rate",
+            "50",
+            "--keys",
+            "20",
+            "--timeline",
+            &svg_arg,
+            "--json",
+            "--db",
+            t.db_addr(),
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let report: serde_json::Value =
+        serde_json::from_str(out.lines().next().unwrap()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(report["bench"]["check"]["valid"], true, "{out}");
+    assert_eq!(report["bench"]["requests"], 300);
+    // The run followed the schedule the seed draws, and the same seed draws it again.
+    let drawn = gclab::cli::chaos::schedule(11, Duration::from_secs(6), 3);
+    assert!(!drawn.is_empty());
+    assert_eq!(report["schedule"], serde_json::to_value(&drawn).unwrap());
+    assert_eq!(
+        drawn,
+        gclab::cli::chaos::schedule(11, Duration::from_secs(6), 3)
+    );
+    // Every rule was healed at the end.
+    for i in 0..3 {
+        assert_eq!(stats(&t, i).await.faults.rules, 0);
+    }
+
+    // The timeline: well-formed, one shaded band per fault, each labelled.
+    let text = std::fs::read_to_string(&svg).unwrap();
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    let bands = doc
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("fault"))
+        .count();
+    assert_eq!(bands, drawn.len());
+    render_at_800_px(&svg);
+    t.stop().await;
+}
+
+/// Renders the SVG with `rsvg-convert` to 800 px. Without the tool the check is skipped
+/// with a notice; on CI (`CI=true`), where `.ci/run` installs it, a missing tool fails.
+fn render_at_800_px(svg: &std::path::Path) {
+    let png = svg.with_extension("png");
+    match std::process::Command::new("rsvg-convert")
+        .args(["-w", "800", "-o"])
+        .arg(&png)
+        .arg(svg)
+        .status()
+    {
+        Ok(status) => {
+            assert!(status.success(), "rsvg-convert failed on {}", svg.display());
+            assert!(std::fs::metadata(&png).unwrap().len() > 1000);
+        }
+        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!(
+                "skipped the rendering check: rsvg-convert ({e}); apt-get install librsvg2-bin"
+            );
+        }
+        Err(e) => panic!("rsvg-convert is needed on CI: {e}"),
+    }
+}
