@@ -71,6 +71,10 @@ pub struct UpArgs {
     /// Start the frontends with --follow-changes.
     #[arg(long)]
     pub follow_changes: bool,
+    /// Start a frontend again when a signal kills it (`kill -9`, or `cli chaos`), as a
+    /// pod's container is restarted; its cache starts empty.
+    #[arg(long)]
+    pub restart: bool,
 }
 
 #[derive(Debug, Args)]

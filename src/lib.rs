@@ -13,19 +13,20 @@
 //! - [`ring`] — who owns a key: rendezvous hashing over the peer list.
 //! - [`cache`] — a byte-counting LRU cache (the main and hot caches).
 //! - [`peers`] — the tarpc service a frontend uses to ask a key's owner, and its clients.
-//! - [`faults`] — faults on demand: rules that break this node's calls to peers and to
-//!   the dbserver (`cli fault`), where a real network would.
 //! - [`invalidation`] — what the change stream has told a node: floors against the
 //!   stale-set race, and the version applied.
 //!
 //! The servers and the tools around them:
 //! - [`frontend`] — a cache node: its configuration and its HTTP API for clients.
 //! - [`peer_server`] — how a node answers its peers' calls with its Get path.
+//! - [`faults`] — faults on demand: rules that break a node's calls to its peers and to
+//!   the dbserver (`cli fault`), where a real network would.
 //! - [`follow`] — `--follow-changes`: reading the dbserver's change stream, resuming it.
 //! - [`dbserver`] — the slow, durable store behind HTTP, and its change stream.
 //! - [`store`] — the store itself: versioned values and the change log, in sled.
 //! - [`client`] — HTTP clients for the dbserver and the frontends.
-//! - [`cli`] — `gclab cli set | get | cget | herd | bench | stats`.
+//! - [`cli`] — `gclab cli set | get | cget | del | herd | bench | stats | fault | chaos`, and
+//!   the `--check` verdict.
 //! - [`demo`] — `gclab demo`: the walkthrough, the herd three ways, and the stats table.
 //! - [`up`] — `gclab up`: the whole topology as child processes in one terminal.
 //! - [`args`] — the command line, as clap definitions (the `--help` text).

@@ -73,11 +73,16 @@ impl Stats {
             stale_loads_refused: read(&self.stale_loads_refused),
             last_version_applied: 0,
             faults: FaultStats::default(),
+            pid: std::process::id(),
+            restartable: std::env::var_os(RESTARTED_BY_UP).is_some_and(|v| v == "1"),
             main_cache,
             hot_cache,
         }
     }
 }
+
+/// The environment variable `gclab up --restart` sets on its children.
+pub const RESTARTED_BY_UP: &str = "GCLAB_RESTARTED_BY_UP";
 
 /// What `GET /stats` on a frontend returns.
 ///
@@ -116,6 +121,12 @@ pub struct NodeStats {
     /// The fault rules set on the node (`cli fault`), and the calls they hurt.
     #[serde(default)]
     pub faults: FaultStats,
+    /// The node's process id, and whether `gclab up --restart` starts it again if it is
+    /// killed: then `cli chaos` may `kill -9` it.
+    #[serde(default)]
+    pub pid: u32,
+    #[serde(default)]
+    pub restartable: bool,
     pub main_cache: CacheStats,
     pub hot_cache: CacheStats,
 }

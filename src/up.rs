@@ -11,6 +11,10 @@
 //! dbserver      | 13:26:04.380  getting foo
 //! ```
 //!
+//! With `--restart`, a frontend killed by a signal is started again a second later, as a
+//! crashed pod's container is: with an empty cache, and `cli chaos` may then kill frontends
+//! as one of its faults.
+//!
 //! Ctrl-C stops them all: the terminal already sends SIGINT to every process of the
 //! foreground group, and each server shuts down cleanly. SIGTERM sent to `gclab up` alone is
 //! forwarded to each child. A child that does not stop within [`GRACE`] is killed.
@@ -29,6 +33,9 @@ use crate::args::UpArgs;
 use crate::logging;
 use crate::shutdown;
 
+/// How long `--restart` waits before it starts a killed frontend again.
+const RESTART_AFTER: Duration = Duration::from_secs(1);
+
 /// How long children get to stop cleanly before they are killed.
 pub const GRACE: Duration = Duration::from_secs(10);
 
@@ -38,8 +45,83 @@ struct Started {
     pid: Pid,
     /// Once it has exited its pid may be reused, so it is never signalled again.
     exited: bool,
-    /// Its arguments, to say how to restart it.
-    command: String,
+    /// Its arguments, to say how to restart it (or to restart it, with `--restart`).
+    argv: Vec<String>,
+    /// Its coloured name, in front of each line it prints.
+    prefix: String,
+}
+
+/// What starting a child needs, the first time and again after `--restart`.
+struct Launcher {
+    exe: std::path::PathBuf,
+    color: bool,
+    restart: bool,
+    exits: mpsc::UnboundedSender<(String, Exit)>,
+}
+
+impl Launcher {
+    /// Starts one child, forwards its output behind `prefix`, and reports its exit on
+    /// `exits`.
+    fn spawn(
+        &self,
+        name: &str,
+        argv: &[String],
+        prefix: &str,
+        forwarders: &mut Vec<tokio::task::JoinHandle<()>>,
+    ) -> Result<Started, String> {
+        let mut command = Command::new(&self.exe);
+        command
+            .args(argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if self.color {
+            // Children write to a pipe, not a terminal; tell them colour is still wanted.
+            command.env("CLICOLOR_FORCE", "1");
+        }
+        if self.restart {
+            // A frontend says so on /stats, so that `cli chaos` knows it may kill it.
+            command.env(crate::stats::RESTARTED_BY_UP, "1");
+        }
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("cannot start {name}: {e}"))?;
+        // `kill(0, …)` would signal our whole process group, so a missing pid is an error.
+        let pid = child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .map(Pid::from_raw)
+            .ok_or_else(|| format!("{name} exited as soon as it started"))?;
+        println!("{prefix} started: gclab {} (pid {pid})", argv.join(" "));
+        if let Some(out) = child.stdout.take() {
+            forwarders.push(tokio::spawn(forward(out, prefix.to_owned())));
+        }
+        if let Some(err) = child.stderr.take() {
+            forwarders.push(tokio::spawn(forward(err, prefix.to_owned())));
+        }
+        let exits = self.exits.clone();
+        let child_name = name.to_owned();
+        tokio::spawn(async move {
+            let exit = match child.wait().await {
+                Ok(status) => Exit {
+                    how: status.to_string(),
+                    code: status.code(),
+                },
+                Err(e) => Exit {
+                    how: format!("could not be waited for: {e}"),
+                    code: Some(-1),
+                },
+            };
+            let _ = exits.send((child_name, exit));
+        });
+        Ok(Started {
+            name: name.to_owned(),
+            pid,
+            exited: false,
+            argv: argv.to_vec(),
+            prefix: prefix.to_owned(),
+        })
+    }
 }
 
 /// How a child ended: `code` is `None` when a signal killed it.
@@ -126,66 +208,26 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
     let (exits, mut exited) = mpsc::unbounded_channel::<(String, Exit)>();
     let mut started: Vec<Started> = Vec::new();
     let mut forwarders = Vec::new();
+    let launcher = Launcher {
+        exe,
+        color,
+        restart: args.restart,
+        exits: exits.clone(),
+    };
     for (i, (name, argv)) in plan.into_iter().enumerate() {
-        let mut command = Command::new(&exe);
-        command
-            .args(&argv)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if color {
-            // Children write to a pipe, not a terminal; tell them colour is still wanted.
-            command.env("CLICOLOR_FORCE", "1");
-        }
-        let mut child = match command.spawn() {
-            Ok(child) => child,
-            Err(e) => {
-                stop(&started, Signal::SIGTERM);
-                return Err(format!("cannot start {name}: {e}"));
-            }
-        };
-        // `kill(0, …)` would signal our whole process group, so a missing pid is an error.
-        let Some(pid) = child
-            .id()
-            .and_then(|id| i32::try_from(id).ok())
-            .map(Pid::from_raw)
-        else {
-            stop(&started, Signal::SIGTERM);
-            return Err(format!("{name} exited as soon as it started"));
-        };
         let prefix = format!("{name:<width$} |")
             .color(PALETTE[i % PALETTE.len()])
             .to_string();
-        println!("{prefix} started: gclab {} (pid {pid})", argv.join(" "));
-        if let Some(out) = child.stdout.take() {
-            forwarders.push(tokio::spawn(forward(out, prefix.clone())));
+        match launcher.spawn(&name, &argv, &prefix, &mut forwarders) {
+            Ok(child) => started.push(child),
+            Err(e) => {
+                stop(&started, Signal::SIGTERM);
+                return Err(e);
+            }
         }
-        if let Some(err) = child.stderr.take() {
-            forwarders.push(tokio::spawn(forward(err, prefix.clone())));
-        }
-        let exits = exits.clone();
-        let child_name = name.clone();
-        tokio::spawn(async move {
-            let exit = match child.wait().await {
-                Ok(status) => Exit {
-                    how: status.to_string(),
-                    code: status.code(),
-                },
-                Err(e) => Exit {
-                    how: format!("could not be waited for: {e}"),
-                    code: Some(-1),
-                },
-            };
-            let _ = exits.send((child_name, exit));
-        });
-        started.push(Started {
-            name,
-            pid,
-            exited: false,
-            command: argv.join(" "),
-        });
     }
     drop(exits);
+    let (restarts, mut restart_due) = mpsc::unbounded_channel::<String>();
 
     // Run until Ctrl-C or SIGTERM. A child killed by a signal (`kill -9`, the lab's failure
     // experiments) is reported and the others keep running; a child that fails on its own (a
@@ -199,14 +241,39 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
                 println!("up: stopping {running} processes");
                 break;
             }
+            Some(name) = restart_due.recv() => {
+                let child = started.iter().find(|c| c.name == name).map(|c| (c.argv.clone(), c.prefix.clone()));
+                if let Some((argv, prefix)) = child {
+                    match launcher.spawn(&name, &argv, &prefix, &mut forwarders) {
+                        Ok(again) => {
+                            started.retain(|c| c.name != name);
+                            started.push(again);
+                            running += 1;
+                        }
+                        Err(e) => println!("up: {e}; the others keep running"),
+                    }
+                }
+            }
             Some((name, exit)) = exited.recv() => {
                 running -= 1;
                 mark_exited(&mut started, &name);
                 match exit.code {
                     // Usually the same Ctrl-C, noticed through the child first.
                     Some(0) => println!("up: {name} stopped ({})", exit.how),
+                    None if args.restart && name.starts_with("frontend") => {
+                        // --restart: a frontend killed by a signal (`cli chaos`, or you) comes
+                        // back, as a pod's container would, with an empty cache.
+                        println!("up: {name} was killed ({}); starting it again in {} s (--restart)", exit.how, RESTART_AFTER.as_secs());
+                        // After a pause, as a crashed pod's container comes back after a
+                        // moment, not at once: long enough to see its keys fail over.
+                        let again = restarts.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(RESTART_AFTER).await;
+                            let _ = again.send(name);
+                        });
+                    }
                     None => {
-                        let command = started.iter().find(|c| c.name == name).map_or("", |c| &c.command);
+                        let command = started.iter().find(|c| c.name == name).map_or(String::new(), |c| c.argv.join(" "));
                         println!("up: {name} was killed ({}); the others keep running.", exit.how);
                         println!("up: to bring it back, run in another terminal: gclab {command}");
                     }

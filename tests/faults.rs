@@ -4,6 +4,7 @@
 mod common;
 
 use std::convert::Infallible;
+use std::os::unix::process::CommandExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -451,12 +452,12 @@ async fn a_seeded_chaos_run_on_a_correct_topology_is_valid_and_follows_its_seed(
     assert_eq!(report["bench"]["check"]["valid"], true, "{out}");
     assert_eq!(report["bench"]["requests"], 300);
     // The run followed the schedule the seed draws, and the same seed draws it again.
-    let drawn = gclab::cli::chaos::schedule(11, Duration::from_secs(6), 3);
+    let drawn = gclab::cli::chaos::schedule(11, Duration::from_secs(6), 3, false);
     assert!(!drawn.is_empty());
     assert_eq!(report["schedule"], serde_json::to_value(&drawn).unwrap());
     assert_eq!(
         drawn,
-        gclab::cli::chaos::schedule(11, Duration::from_secs(6), 3)
+        gclab::cli::chaos::schedule(11, Duration::from_secs(6), 3, false)
     );
     // Every rule was healed at the end.
     for i in 0..3 {
@@ -496,4 +497,109 @@ fn render_at_800_px(svg: &std::path::Path) {
         }
         Err(e) => panic!("rsvg-convert is needed on CI: {e}"),
     }
+}
+
+#[test]
+// On a failed assertion the `Group` guard kills up's process group; up is waited for at the end.
+#[allow(clippy::zombie_processes)]
+fn a_chaos_run_under_up_restart_kills_a_frontend_sees_it_come_back_and_stays_valid() {
+    use std::io::BufRead;
+    let duration = Duration::from_secs(5);
+    let is_kill = |s: &gclab::cli::chaos::Scheduled| s.fault == gclab::cli::chaos::Chaos::Kill;
+    let seed = (0..)
+        .find(|seed| {
+            gclab::cli::chaos::schedule(*seed, duration, 3, true)
+                .iter()
+                .any(is_kill)
+        })
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let base = common::free_block(4); // 3 frontends and the dbserver on base + 3
+    let db = format!("127.0.0.1:{}", base + 3);
+    let mut up = gclab()
+        .args([
+            "up",
+            "--restart",
+            "--quiet-hits",
+            "--delay",
+            "20ms",
+            "--port",
+        ])
+        .arg(base.to_string())
+        .args(["--db-addr", &db, "--data-dir"])
+        .arg(data.path())
+        .stdout(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    // Whatever fails below, up and its children go with the test, by process group.
+    struct Group(u32);
+    impl Drop for Group {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", self.0)])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+    let _group = Group(up.id());
+    let mut lines = std::io::BufReader::new(up.stdout.take().unwrap()).lines();
+    let mut listening = 0;
+    while listening < 4 {
+        let line = lines.next().expect("up exited early").unwrap();
+        if line.contains("listening on") || line.contains("clients on http://") {
+            listening += 1;
+        }
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let frontends: Vec<String> = (0..3).map(|i| (base + 1000 + i).to_string()).collect();
+    let svg = data.path().join("chaos.svg");
+    let out = gclab()
+        .args([
+            "cli",
+            "chaos",
+            "--seed",
+            &seed.to_string(),
+            "--duration",
+            "5s",
+        ])
+        .args([
+            "--rate",
+            "50",
+            "--keys",
+            "20",
+            "--json",
+            "--db",
+            &db,
+            "--frontends",
+        ])
+        .arg(frontends.join(","))
+        .arg("--timeline")
+        .arg(&svg)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let report: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let schedule = report["schedule"].as_array().unwrap();
+    assert!(
+        schedule.iter().any(|s| s["fault"]["kind"] == "kill"),
+        "{text}"
+    );
+    assert_eq!(report["bench"]["check"]["valid"], true, "{text}");
+    let reads = report["bench"]["check"]["claims"][1]["detail"]
+        .as_str()
+        .unwrap();
+    assert!(reads.contains("(1 + 1 restarts)"), "{reads}");
+    let said: Vec<String> = rx.try_iter().collect();
+    assert!(
+        said.iter()
+            .any(|l| l.contains("was killed (signal: 9 (SIGKILL)); starting it again")),
+        "{said:?}"
+    );
 }

@@ -414,6 +414,11 @@ fn status_of(error: &ClientError) -> String {
         }
         ClientError::Timeout { .. } => "timeout".to_owned(),
         ClientError::Unreachable { reason, .. } => format!("error: {reason}"),
+        // A connection that broke mid-request (its frontend was killed) reaches the client
+        // as a port that stopped answering HTTP: it is a broken connection, not a stranger.
+        ClientError::WrongServer { found, .. } if found.starts_with("a port that does not") => {
+            "error: connection broke".to_owned()
+        }
         ClientError::WrongServer { .. } => "not a frontend".to_owned(),
     }
 }

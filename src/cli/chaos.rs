@@ -68,6 +68,8 @@ pub enum Chaos {
     DbDelay {
         ms: u64,
     },
+    /// `kill -9` of the node's process; `gclab up --restart` starts it again.
+    Kill,
 }
 
 impl Scheduled {
@@ -85,14 +87,24 @@ impl Scheduled {
             Chaos::Drop { percent } => format!("drop {node} {percent}%"),
             Chaos::Stall => format!("stall {node}"),
             Chaos::DbDelay { ms } => format!("db-delay {node} {ms}ms"),
+            Chaos::Kill => format!("kill -9 {node} (gclab up starts it again)"),
         }
     }
 
-    /// The `cli fault` action that sets it.
-    fn action(&self, node: &str) -> FaultAction {
+    /// The same, short enough to label its band in the timeline.
+    pub fn label(&self, node: &str) -> String {
+        match &self.fault {
+            Chaos::Partition { both: false } => format!("partition {} (one-way)", short(node)),
+            Chaos::Kill => format!("kill -9 {}", short(node)),
+            _ => self.describe(node),
+        }
+    }
+
+    /// The `cli fault` action that sets it (`None` for a kill, which is no rule).
+    fn action(&self, node: &str) -> Option<FaultAction> {
         let node = node.to_owned();
         let from = Vec::new();
-        match self.fault {
+        Some(match self.fault {
             Chaos::Partition { both } => FaultAction::Partition { node, from, both },
             Chaos::Delay { ms, jitter_ms } => FaultAction::Delay {
                 node,
@@ -110,22 +122,31 @@ impl Scheduled {
                 node,
                 by: Duration::from_millis(ms),
             },
-        }
+            Chaos::Kill => return None,
+        })
     }
 }
 
-/// The schedule for `seed`, over a run of `duration` on `nodes` frontends. A pure
-/// function of its arguments: that is what makes a run repeatable.
-pub fn schedule(seed: u64, duration: Duration, nodes: usize) -> Vec<Scheduled> {
+/// The schedule for `seed`, over a run of `duration` on `nodes` frontends, with `kill -9`
+/// among the faults when `kills` (every frontend runs under `gclab up --restart`). A pure
+/// function of its arguments: that is what makes a run repeatable. Each node is killed at
+/// most once, so the checker's count of restarts (from counters that began again) is exact.
+pub fn schedule(seed: u64, duration: Duration, nodes: usize, kills: bool) -> Vec<Scheduled> {
     let mut rng = fastrand::Rng::with_seed(seed);
     let total = duration.as_secs_f64();
     // The last fifth of the run (at most 3 s) stays quiet: the recovery is part of the story.
     let end = total - (total / 5.0).min(3.0);
     let mut schedule = Vec::new();
     let mut t = 0.5 + rng.f64();
+    let mut killed = vec![false; nodes];
     while t + 1.0 <= end && nodes > 0 {
         let length = (1.5 + rng.f64() * 2.5).min(end - t);
-        let fault = match rng.u8(..6) {
+        let node = rng.usize(..nodes);
+        let fault = match rng.u8(..if kills { 7 } else { 6 }) {
+            6 if !killed[node] => {
+                killed[node] = true;
+                Chaos::Kill
+            }
             0 => Chaos::Partition { both: false },
             1 => Chaos::Partition { both: true },
             2 => {
@@ -139,14 +160,15 @@ pub fn schedule(seed: u64, duration: Duration, nodes: usize) -> Vec<Scheduled> {
                 percent: (10 * rng.u64(1..=5)) as f64,
             },
             4 => Chaos::Stall,
-            _ => Chaos::DbDelay {
+            5 => Chaos::DbDelay {
                 ms: 500 + 100 * rng.u64(0..=25),
             },
+            _ => Chaos::Stall, // a second kill of the same node
         };
         schedule.push(Scheduled {
             from_s: round(t),
             to_s: round(t + length),
-            node: rng.usize(..nodes),
+            node,
             fault,
         });
         t += length + 0.5 + rng.f64();
@@ -189,7 +211,8 @@ pub async fn run(plan: Plan, json: bool) -> u8 {
 /// Runs the load and the schedule side by side, then draws the timeline.
 pub async fn chaos(plan: &Plan, progress: bool) -> Result<Report, String> {
     let nodes = fault::reach(&plan.frontends).await?;
-    let schedule = schedule(plan.seed, plan.duration, nodes.len());
+    let kills = nodes.iter().all(|n| n.restartable);
+    let schedule = schedule(plan.seed, plan.duration, nodes.len(), kills);
     heal_all(&nodes).await?; // a clean start: no rule left from an earlier run
     let db = crate::client::DbClient::new(&plan.db, super::TIMEOUT);
     bench::fill(&db, plan.keys)
@@ -225,7 +248,7 @@ pub async fn chaos(plan: &Plan, progress: bool) -> Result<Report, String> {
         .map(|s| super::timeline::Band {
             from_s: s.from_s,
             to_s: s.to_s,
-            label: s.describe(&names[s.node]),
+            label: s.label(&names[s.node]),
         })
         .collect();
     let verdict =
@@ -260,9 +283,16 @@ pub async fn chaos(plan: &Plan, progress: bool) -> Result<Report, String> {
 async fn nemesis(schedule: &[Scheduled], nodes: &[Node], started: Instant) -> Result<(), String> {
     for s in schedule {
         tokio::time::sleep_until((started + Duration::from_secs_f64(s.from_s)).into()).await;
-        let name = &nodes[s.node].name;
+        let node = &nodes[s.node];
+        let name = &node.name;
         tracing::info!("chaos: {}", s.describe(name));
-        for (i, rules) in fault::plan(&s.action(name), nodes)? {
+        let Some(action) = s.action(name) else {
+            kill(node)?;
+            tokio::time::sleep_until((started + Duration::from_secs_f64(s.to_s)).into()).await;
+            back(node).await?;
+            continue;
+        };
+        for (i, rules) in fault::plan(&action, nodes)? {
             for rule in rules {
                 nodes[i]
                     .client
@@ -280,6 +310,35 @@ async fn nemesis(schedule: &[Scheduled], nodes: &[Node], started: Instant) -> Re
         }
     }
     Ok(())
+}
+
+/// `kill -9` of a frontend that `gclab up --restart` will start again.
+fn kill(node: &Node) -> Result<(), String> {
+    use nix::sys::signal::{kill, Signal};
+    // A pid of 0 or 1 would signal our own group or init: never sent.
+    let pid = i32::try_from(node.pid)
+        .ok()
+        .filter(|pid| *pid > 1)
+        .ok_or_else(|| format!("{} reported no pid to kill", node.name))?;
+    kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL)
+        .map_err(|e| format!("cannot kill {} (pid {pid}): {e}", node.name))
+}
+
+/// Waits, up to 10 s, until a killed frontend answers again.
+async fn back(node: &Node) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match node.client.stats().await {
+            Ok(stats) if stats.pid != node.pid => return Ok(()),
+            _ if Instant::now() > deadline => {
+                return Err(format!(
+                    "{} did not come back within 10 s of its kill: is it under gclab up --restart?",
+                    node.name
+                ))
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
 }
 
 async fn heal_all(nodes: &[Node]) -> Result<(), String> {
@@ -358,16 +417,23 @@ mod tests {
     #[test]
     fn the_same_seed_draws_the_same_schedule_and_another_seed_another() {
         let thirty = Duration::from_secs(30);
-        let a = schedule(7, thirty, 3);
+        let a = schedule(7, thirty, 3, false);
         assert!(a.len() >= 4, "{a:?}");
-        assert_eq!(a, schedule(7, thirty, 3));
-        assert_ne!(a, schedule(8, thirty, 3));
+        assert_eq!(a, schedule(7, thirty, 3, false));
+        assert_ne!(a, schedule(8, thirty, 3, false));
+        assert!(a.iter().all(|s| s.fault != Chaos::Kill));
     }
 
     #[test]
     fn faults_never_overlap_and_the_end_of_the_run_is_quiet() {
         for seed in 0..50 {
-            let s = schedule(seed, Duration::from_secs(20), 3);
+            let s = schedule(seed, Duration::from_secs(20), 3, true);
+            for node in 0..3 {
+                let kills = s
+                    .iter()
+                    .filter(|f| f.node == node && f.fault == Chaos::Kill);
+                assert!(kills.count() <= 1, "seed {seed}: {s:?}");
+            }
             for pair in s.windows(2) {
                 assert!(pair[0].to_s < pair[1].from_s, "seed {seed}: {pair:?}");
             }

@@ -19,6 +19,9 @@ use crate::faults::{Fault, Rule};
 pub struct Node {
     pub client: FrontendClient,
     pub name: String,
+    /// Its process, and whether `gclab up --restart` brings it back if it is killed.
+    pub pid: u32,
+    pub restartable: bool,
 }
 
 /// What was done, on which node.
@@ -89,6 +92,8 @@ pub async fn reach(frontends: &[String]) -> Result<Vec<Node>, String> {
         nodes.push(Node {
             client,
             name: stats.node,
+            pid: stats.pid,
+            restartable: stats.restartable,
         });
     }
     Ok(nodes)

@@ -109,9 +109,14 @@ pub fn draw(title: &str, timeline: &Timeline, bands: &[Band]) -> Document {
                 band.label, band.from_s, band.to_s
             )));
         let row = if i % 2 == 0 { 0.0 } else { 12.0 };
-        doc = doc
-            .add(shaded)
-            .add(text(x0 + 2.0, BARS.0 - 18.0 + row, &band.label).set("font-size", 10));
+        // About 5.6 px a character at 10 px: a label that would run off the right edge
+        // ends at it instead.
+        let label = if x0 + 2.0 + band.label.chars().count() as f64 * 5.6 > WIDTH - RIGHT {
+            text(WIDTH - RIGHT, BARS.0 - 18.0 + row, &band.label).set("text-anchor", "end")
+        } else {
+            text(x0 + 2.0, BARS.0 - 18.0 + row, &band.label)
+        };
+        doc = doc.add(shaded).add(label.set("font-size", 10));
     }
 
     // Answers per second, stacked.
