@@ -647,6 +647,10 @@ pub struct PeerScore {
 pub struct FaultList {
     pub rules: Vec<Rule>,
     pub counts: FaultStats,
+    /// The node's process id, and whether `gclab up --restart` starts it again if it is
+    /// killed: then `cli chaos` may `kill -9` it.
+    pub pid: u32,
+    pub restartable: bool,
 }
 
 /// Talks to a frontend's client API: `GET /cache/{key}`, `/stats`, `/owner/{key}`.

@@ -118,6 +118,13 @@ pub struct FaultStats {
     pub db_delayed: u64,
 }
 
+impl FaultStats {
+    /// No rule set now, and no call ever hurt.
+    pub fn is_quiet(&self) -> bool {
+        *self == FaultStats::default()
+    }
+}
+
 /// The rules set on one node, and the counts of calls they hurt.
 #[derive(Debug, Default)]
 pub struct Faults {

@@ -18,7 +18,8 @@
 //! - `GET /metrics` → the same counters and request latencies, for Prometheus
 //! - `POST /faults` (a JSON [`Rule`]) sets a fault rule on this node's calls;
 //!   `DELETE /faults?node=N` heals the rules about N (all of them without `node`);
-//!   `GET /faults` lists them. Setting and healing are for loopback clients only (403
+//!   `GET /faults` lists them, with the node's pid and whether `gclab up --restart` would
+//!   start it again. Setting and healing are for loopback clients only (403
 //!   otherwise): a rule can stop a node from answering
 
 use std::convert::Infallible;
@@ -41,6 +42,7 @@ use crate::key;
 use crate::logging::HITS;
 use crate::metrics::{Metrics, Snapshot};
 use crate::peer_server;
+use crate::stats::RESTARTED_BY_UP;
 
 /// Everything a frontend needs to know, as its flags say it.
 #[derive(Debug, Clone)]
@@ -228,6 +230,8 @@ fn faults(api: Arc<Api>) -> impl Filter<Extract = (impl Reply,), Error = Rejecti
         http::json(&serde_json::json!({
             "rules": api.group.faults(),
             "counts": api.group.stats().faults,
+            "pid": std::process::id(),
+            "restartable": std::env::var_os(RESTARTED_BY_UP).is_some_and(|v| v == "1"),
         }))
     });
     warp::path!("faults").and(set.or(heal).unify().or(list).unify())

@@ -73,8 +73,6 @@ impl Stats {
             stale_loads_refused: read(&self.stale_loads_refused),
             last_version_applied: 0,
             faults: FaultStats::default(),
-            pid: std::process::id(),
-            restartable: std::env::var_os(RESTARTED_BY_UP).is_some_and(|v| v == "1"),
             main_cache,
             hot_cache,
         }
@@ -118,15 +116,10 @@ pub struct NodeStats {
     /// The newest version of the change stream this node has applied.
     #[serde(default)]
     pub last_version_applied: u64,
-    /// The fault rules set on the node (`cli fault`), and the calls they hurt.
-    #[serde(default)]
+    /// The fault rules set on the node (`cli fault`), and the calls they hurt; left out
+    /// while nothing has been set, so that the groupcache counters read as they always did.
+    #[serde(default, skip_serializing_if = "FaultStats::is_quiet")]
     pub faults: FaultStats,
-    /// The node's process id, and whether `gclab up --restart` starts it again if it is
-    /// killed: then `cli chaos` may `kill -9` it.
-    #[serde(default)]
-    pub pid: u32,
-    #[serde(default)]
-    pub restartable: bool,
     pub main_cache: CacheStats,
     pub hot_cache: CacheStats,
 }

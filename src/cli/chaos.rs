@@ -228,6 +228,7 @@ pub async fn chaos(plan: &Plan, progress: bool) -> Result<Report, String> {
         client_timeout: plan.client_timeout,
         check: true,
         timeline: true,
+        restarts: schedule.iter().filter(|s| s.fault == Chaos::Kill).count() as u64,
     };
     let started = Instant::now();
     let (bench, faults) = tokio::join!(
@@ -328,8 +329,8 @@ fn kill(node: &Node) -> Result<(), String> {
 async fn back(node: &Node) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match node.client.stats().await {
-            Ok(stats) if stats.pid != node.pid => return Ok(()),
+        match node.client.faults().await {
+            Ok(process) if process.pid != node.pid => return Ok(()),
             _ if Instant::now() > deadline => {
                 return Err(format!(
                     "{} did not come back within 10 s of its kill: is it under gclab up --restart?",

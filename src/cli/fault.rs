@@ -89,11 +89,12 @@ pub async fn reach(frontends: &[String]) -> Result<Vec<Node>, String> {
     for addr in frontends {
         let client = FrontendClient::new(addr, TIMEOUT);
         let stats = client.stats().await.map_err(|e| e.to_string())?;
+        let process = client.faults().await.map_err(|e| e.to_string())?;
         nodes.push(Node {
             client,
             name: stats.node,
-            pid: stats.pid,
-            restartable: stats.restartable,
+            pid: process.pid,
+            restartable: process.restartable,
         });
     }
     Ok(nodes)

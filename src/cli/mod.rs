@@ -88,6 +88,7 @@ pub async fn run(args: CliArgs) -> ExitCode {
                 client_timeout: check.client_timeout,
                 check: check.check,
                 timeline: false,
+                restarts: 0,
             };
             bench::run(plan, json).await
         }
