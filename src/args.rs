@@ -340,17 +340,17 @@ pub enum CliCommand {
     },
     /// Set fault rules on the frontends' calls to each other and to the dbserver: break the
     /// network on purpose, then `heal` it.
-    #[command(
-        after_help = "NODE is a frontend's peer port or client port (8001 or 9001),         or its host:port.
-Examples:
-  gclab cli fault partition 8001 --from 8002,8003
-          gclab cli fault delay 8003 50ms --jitter 10ms
-  gclab cli fault drop 8002 10%
-          gclab cli fault stall 8001
-  gclab cli fault db-delay 9002 2s
-          gclab cli fault heal
-  gclab cli fault list"
-    )]
+    #[command(after_help = concat!(
+        "NODE is a frontend's peer port or client port (8001 or 9001), or its host:port.\n",
+        "\nExamples:\n",
+        "  gclab cli fault partition 8001 --from 8002,8003\n",
+        "  gclab cli fault delay 8003 50ms --jitter 10ms\n",
+        "  gclab cli fault drop 8002 10%\n",
+        "  gclab cli fault stall 8001\n",
+        "  gclab cli fault db-delay 9002 1s\n",
+        "  gclab cli fault heal\n",
+        "  gclab cli fault list",
+    ))]
     Fault {
         #[command(subcommand)]
         action: FaultAction,
@@ -370,7 +370,7 @@ Examples:
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// How long to run.
-        #[arg(long, default_value = "30s", value_parser = chaos_duration)]
+        #[arg(long, default_value = "30s", value_parser = chaos_duration, allow_hyphen_values = true)]
         duration: Duration,
         /// Requests per second (open loop), spread over the frontends.
         #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -440,7 +440,7 @@ pub enum FaultAction {
         #[arg(value_parser = fault_duration, allow_hyphen_values = true)]
         by: Duration,
         /// Up to this much more, at random, per call.
-        #[arg(long, default_value = "0ms", value_parser = fault_duration)]
+        #[arg(long, default_value = "0ms", value_parser = fault_duration, allow_hyphen_values = true)]
         jitter: Duration,
         /// The nodes whose calls wait [default: every other frontend]
         #[arg(long, value_delimiter = ',')]

@@ -11,7 +11,7 @@
 //! | `partition` | fails at once, as through a firewall that rejects | `partitioned` |
 //! | `drop`      | that share of calls fail at once, as if reset    | `dropped`     |
 //! | `delay`     | waits first (plus up to the jitter), inside its deadline | `delayed` |
-//! | `stall`     | no answer until the call's deadline passes       | `stalled`     |
+//! | `stall`     | no answer until its deadline, or until healed    | `stalled`     |
 //! | `db-delay`  | a dbserver read waits first, inside its deadline | `db_delayed`  |
 //!
 //! The rules are consulted only on the way to a peer or the dbserver, never on a cache hit,
@@ -126,16 +126,33 @@ impl FaultStats {
 }
 
 /// The rules set on one node, and the counts of calls they hurt.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Faults {
     // std's `RwLock`, not tokio's: it is held to copy a decision out, never across an
     // `.await`; and read by every peer call, written only when a person sets a rule.
     rules: RwLock<Vec<Rule>>,
+    /// Counts heals, so that a stalled call can end when its rule is healed: a network that
+    /// heals delivers what it held back, as TCP's retransmission would.
+    healed: tokio::sync::watch::Sender<u64>,
     partitioned: AtomicU64,
     dropped: AtomicU64,
     delayed: AtomicU64,
     stalled: AtomicU64,
     db_delayed: AtomicU64,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            rules: RwLock::default(),
+            healed: tokio::sync::watch::Sender::new(0),
+            partitioned: AtomicU64::default(),
+            dropped: AtomicU64::default(),
+            delayed: AtomicU64::default(),
+            stalled: AtomicU64::default(),
+            db_delayed: AtomicU64::default(),
+        }
+    }
 }
 
 impl Faults {
@@ -156,6 +173,9 @@ impl Faults {
         *rules = kept;
         for rule in &healed {
             tracing::info!(kind = "fault", "fault healed: {rule}");
+        }
+        if !healed.is_empty() {
+            self.healed.send_modify(|n| *n += 1);
         }
         healed
     }
@@ -192,6 +212,12 @@ impl Faults {
             }
         }
         (!wait.is_zero()).then_some(Effect::Wait(wait))
+    }
+
+    /// Completes at the next heal: a stalled call waits on it, beside its deadline.
+    pub async fn next_heal(&self) {
+        let mut healed = self.healed.subscribe();
+        let _ = healed.changed().await;
     }
 
     /// How long a dbserver read waits first, if a rule says so.

@@ -565,11 +565,13 @@ impl Group {
         self.faults.set(rule)
     }
 
-    /// Removes the fault rules about `node` (all for `None`), and forgets the peer failures
-    /// they caused, so healed peers are asked again at once.
+    /// Removes the fault rules about `node` (all for `None`), and ends the back-off of the
+    /// peers they hurt, so healed peers are asked again at once.
     pub fn heal_faults(&self, node: Option<&str>) -> Vec<Rule> {
         let healed = self.faults.heal(node);
-        self.peers.forgive_all();
+        for peer in healed.iter().filter_map(|r| r.to.as_deref()) {
+            self.peers.forgive(peer);
+        }
         healed
     }
 

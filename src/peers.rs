@@ -144,9 +144,15 @@ impl Peers {
                 return Err(PeerError::Connect(reason.to_owned()));
             }
             Some(Effect::Stall) => {
-                tokio::time::sleep_until(deadline.into()).await;
-                connection.record(peer, false);
-                return Err(PeerError::Timeout(self.timeout));
+                // No answer until the deadline, unless the rule is healed first: then the
+                // call goes out, late, as a healed network delivers what it held back.
+                tokio::select! {
+                    () = tokio::time::sleep_until(deadline.into()) => {
+                        connection.record(peer, false);
+                        return Err(PeerError::Timeout(self.timeout));
+                    }
+                    () = self.faults.next_heal() => {}
+                }
             }
             Some(Effect::Wait(wait)) if wait >= self.timeout => {
                 tokio::time::sleep_until(deadline.into()).await;
@@ -155,7 +161,11 @@ impl Peers {
             }
             Some(Effect::Wait(wait)) => tokio::time::sleep(wait).await,
         }
-        let answer = match connection.client(peer).await {
+        // The connect counts against the call's deadline too, which a delay has used part of.
+        let connected = tokio::time::timeout_at(deadline.into(), connection.client(peer))
+            .await
+            .unwrap_or(Err(PeerError::Timeout(self.timeout)));
+        let answer = match connected {
             Ok(client) => {
                 let mut ctx = context::current();
                 ctx.deadline = deadline;
@@ -176,15 +186,18 @@ impl Peers {
         answer?.map_err(PeerError::Remote)
     }
 
-    /// Forgets every peer's failures, so the next call to each goes out at once: after
-    /// `cli fault heal`, a healed peer should not sit out the rest of its back-off.
-    pub fn forgive_all(&self) {
-        for connection in self.connections.values() {
+    /// Ends `peer`'s back-off now: after `cli fault heal`, a healed peer should not sit out
+    /// the rest of it. The next call is still the one probe (see `backing_off`), so a peer
+    /// that is down for real costs one call, not one per waiting request.
+    pub fn forgive(&self, peer: &str) {
+        if let Some(connection) = self.connections.get(peer) {
             let mut health = connection
                 .health
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            health.retry_at = None;
+            if health.retry_at.is_some() {
+                health.retry_at = Some(Instant::now());
+            }
         }
     }
 

@@ -237,6 +237,8 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
     let mut running = started.len();
     while running > 0 {
         tokio::select! {
+            // Stopping first: a restart that falls due with Ctrl-C must not start a child.
+            biased;
             () = &mut stopped => {
                 println!("up: stopping {running} processes");
                 break;

@@ -290,7 +290,7 @@ pub async fn measure(plan: &Plan, progress: bool) -> Result<Report, ClientError>
             for (frontend, before) in frontends.iter().zip(&nodes_before) {
                 nodes_after.push(frontend.stats().await.unwrap_or_else(|_| before.clone()));
             }
-            let mut reads = Reads::between(db_reads, &nodes_before, &nodes_after);
+            let mut reads = Reads::between(Some(db_reads), &nodes_before, &nodes_after);
             // The restarts the counters show, or those the run made, whichever is more: a
             // node killed early may have served more since its restart than before the run.
             reads.restarts = reads.restarts.max(plan.restarts);

@@ -231,10 +231,20 @@ pub async fn chaos(plan: &Plan, progress: bool) -> Result<Report, String> {
         restarts: schedule.iter().filter(|s| s.fault == Chaos::Kill).count() as u64,
     };
     let started = Instant::now();
-    let (bench, faults) = tokio::join!(
-        bench::measure(&load, progress),
-        nemesis(&schedule, &nodes, started)
-    );
+    let run = async {
+        tokio::join!(
+            bench::measure(&load, progress),
+            nemesis(&schedule, &nodes, started)
+        )
+    };
+    // Ctrl-C ends the run, but never leaves a rule set behind it.
+    let (bench, faults) = tokio::select! {
+        done = run => done,
+        _ = tokio::signal::ctrl_c() => {
+            heal_all(&nodes).await?;
+            return Err("interrupted (Ctrl-C); every fault rule is healed".to_owned());
+        }
+    };
     let healed = heal_all(&nodes).await;
     let bench = bench.map_err(|e| e.to_string())?;
     faults?;

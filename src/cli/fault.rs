@@ -34,9 +34,23 @@ pub struct Done {
 
 /// Runs `cli fault …` and returns the exit code.
 pub async fn run(action: FaultAction, frontends: &[String], json: bool) -> u8 {
+    // Setting a rule needs every node: a rule meant for one that is down could not be set,
+    // and the lab would be broken in a way nobody asked for. Healing and listing go on
+    // without the nodes that do not answer (a killed one took its rules with it).
+    let partial = matches!(action, FaultAction::Heal { .. } | FaultAction::List);
     let nodes = match reach(frontends).await {
         Ok(nodes) => nodes,
-        Err(e) => return fail(exit::UNREACHABLE, &e, json),
+        Err(e) if !partial => return fail(exit::UNREACHABLE, &e, json),
+        Err(_) => {
+            let mut answered = Vec::new();
+            for addr in frontends {
+                match reach(std::slice::from_ref(addr)).await {
+                    Ok(mut node) => answered.append(&mut node),
+                    Err(e) => eprintln!("{}: skipped: {e}", short(addr)),
+                }
+            }
+            answered
+        }
     };
     if let FaultAction::List = action {
         return list(&nodes, json).await;
@@ -51,7 +65,14 @@ pub async fn run(action: FaultAction, frontends: &[String], json: bool) -> u8 {
         let mut set = Vec::new();
         for rule in rules {
             if let Err(e) = node.client.set_fault(&rule).await {
-                return fail(exit::UNREACHABLE, &e.to_string(), json);
+                let already = done.iter().map(|d: &Done| d.rules.len()).sum::<usize>() + set.len();
+                let message = match already {
+                    0 => e.to_string(),
+                    n => {
+                        format!("{e}; {n} rules were set before it, `cli fault heal` removes them")
+                    }
+                };
+                return fail(exit::UNREACHABLE, &message, json);
             }
             set.push(rule);
         }
@@ -82,22 +103,41 @@ pub async fn run(action: FaultAction, frontends: &[String], json: bool) -> u8 {
     exit::FOUND
 }
 
-/// Every frontend's client and name. All must answer: a rule meant for a node that is
-/// down could not be set, and the lab would be broken in a way nobody asked for.
+/// Every frontend's client, name and process; an error if one does not answer.
 pub async fn reach(frontends: &[String]) -> Result<Vec<Node>, String> {
     let mut nodes = Vec::new();
     for addr in frontends {
         let client = FrontendClient::new(addr, TIMEOUT);
         let stats = client.stats().await.map_err(|e| e.to_string())?;
         let process = client.faults().await.map_err(|e| e.to_string())?;
+        let restartable = process.restartable && is_ours(addr, process.pid);
         nodes.push(Node {
             client,
             name: stats.node,
             pid: process.pid,
-            restartable: process.restartable,
+            restartable,
         });
     }
     Ok(nodes)
+}
+
+/// Whether the frontend at `addr` is a process of this machine running this same program,
+/// so that `cli chaos` may signal its pid: a pid from another host, or a recycled one, names
+/// some other process here.
+fn is_ours(addr: &str, pid: u32) -> bool {
+    let local = addr
+        .rsplit_once(':')
+        .and_then(|(host, _)| host.parse::<std::net::IpAddr>().ok())
+        .is_some_and(|ip| ip.is_loopback());
+    let exe = |path: std::path::PathBuf| std::fs::canonicalize(path).ok();
+    let same = match (
+        exe(format!("/proc/{pid}/exe").into()),
+        std::env::current_exe().ok().and_then(exe),
+    ) {
+        (Some(theirs), Some(ours)) => theirs == ours,
+        _ => false,
+    };
+    local && pid > 1 && same
 }
 
 /// The node a person named, as its peer address.

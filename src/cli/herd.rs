@@ -216,7 +216,7 @@ pub async fn measure(
         nodes.push(NodeLoads::between(frontend.addr(), sent, before, after));
     }
     let check = (plan.check && !interrupted).then(|| {
-        let reads = Reads::between(db_reads.unwrap_or(u64::MAX), &nodes_before, &nodes_after);
+        let reads = Reads::between(db_reads, &nodes_before, &nodes_after);
         checker.verdict(&reads)
     });
     Ok(Report {
