@@ -215,7 +215,9 @@ fn get_metrics(api: Arc<Api>) -> impl Filter<Extract = (impl Reply,), Error = Re
 }
 
 /// `POST /faults`, `DELETE /faults?node=N`, `GET /faults`
-fn faults(api: Arc<Api>) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+fn faults(
+    api: Arc<Api>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     let set = warp::post()
         .and(loopback())
         .and(warp::body::content_length_limit(64 * 1024))

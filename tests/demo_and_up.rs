@@ -94,18 +94,7 @@ fn up_runs_a_herd_with_one_database_read_and_ctrl_c_stops_every_child() {
         .spawn()
         .unwrap();
     // Whatever fails below, up and its children go with the test, never left running.
-    struct Group(u32);
-    impl Drop for Group {
-        fn drop(&mut self) {
-            let group = format!("-{}", self.0);
-            let quiet = Stdio::null();
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &group])
-                .stderr(quiet)
-                .status();
-        }
-    }
-    let _group = Group(up.id());
+    let _group = common::KillGroupOnDrop(up.id());
     let mut lines = BufReader::new(up.stdout.take().unwrap()).lines();
     let (mut pids, mut listening) = (Vec::new(), 0);
     let started = Instant::now();

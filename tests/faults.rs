@@ -537,16 +537,7 @@ fn a_chaos_run_under_up_restart_kills_a_frontend_sees_it_come_back_and_stays_val
         .spawn()
         .unwrap();
     // Whatever fails below, up and its children go with the test, by process group.
-    struct Group(u32);
-    impl Drop for Group {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", self.0)])
-                .stderr(std::process::Stdio::null())
-                .status();
-        }
-    }
-    let _group = Group(up.id());
+    let _group = common::KillGroupOnDrop(up.id());
     let mut lines = std::io::BufReader::new(up.stdout.take().unwrap()).lines();
     let mut listening = 0;
     while listening < 4 {

@@ -113,6 +113,19 @@ impl Drop for ServerProcess {
     }
 }
 
+/// Kills a process group (a `gclab up` started with `process_group(0)`, and its children)
+/// when dropped: whatever fails in a test, nothing it started is left running.
+pub struct KillGroupOnDrop(pub u32);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0)])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 /// A block of `n` consecutive free ports whose +1000 block is free too.
 pub fn free_block(n: u16) -> u16 {
     for _ in 0..100 {
