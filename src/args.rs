@@ -335,6 +335,10 @@ pub enum CliCommand {
         /// Do not write key1..keyN to the dbserver first.
         #[arg(long, conflicts_with = "check")]
         no_fill: bool,
+        /// Draw the run's answers over time to this SVG file: per quarter second, by
+        /// source, with the p99 below (kill a frontend mid-run and watch the failover).
+        #[arg(long)]
+        timeline: Option<PathBuf>,
         #[command(flatten)]
         check: CheckArgs,
     },

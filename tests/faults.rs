@@ -629,3 +629,60 @@ async fn healing_a_stall_lets_the_stalled_call_through_to_the_owner() {
     assert_eq!((s1.failovers, s1.peer_errors, s1.peer_loads), (0, 0, 1));
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bench_draws_its_timeline_one_interval_after_another() {
+    let t = start(1, Duration::from_millis(5), |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("run.svg");
+    let svg_arg = svg.to_string_lossy().into_owned();
+    let (code, out) = cli(
+        &t,
+        &[
+            "bench",
+            "--rate",
+            "200",
+            "--duration",
+            "1s",
+            "--keys",
+            "5",
+            "--timeline",
+            &svg_arg,
+            "--db",
+            t.db_addr(),
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("timeline: {svg_arg}")), "{out}");
+    let text = std::fs::read_to_string(&svg).unwrap();
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    let answers = doc
+        .descendants()
+        .find(|n| n.attribute("class") == Some("answers"))
+        .expect("a group of bars");
+    // Four quarter seconds of 50 requests each, every one answered: a bar (or more) each,
+    // and the counts in their titles add up to the 200 requests.
+    let counted: u64 = answers
+        .descendants()
+        .filter(|n| n.has_tag_name("title"))
+        .map(|n| {
+            n.text()
+                .unwrap()
+                .split_whitespace()
+                .nth(2)
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(counted, 200, "{text}");
+    assert_eq!(
+        doc.descendants()
+            .filter(|n| n.attribute("class") == Some("fault"))
+            .count(),
+        0
+    );
+    render_at_800_px(&svg);
+    t.stop().await;
+}

@@ -174,11 +174,32 @@ struct Sample {
     answer: Result<Option<Cached>, ClientError>,
 }
 
-/// Runs the benchmark and prints the report.
-pub async fn run(plan: Plan, json: bool) -> u8 {
+/// Runs the benchmark and prints the report; draws its timeline to `timeline` if given.
+pub async fn run(plan: Plan, timeline: Option<std::path::PathBuf>, json: bool) -> u8 {
     match measure(&plan, !json).await {
         Ok(report) => {
             print_report(&report, render, json);
+            if let (Some(path), Some(drawn)) = (&timeline, &report.timeline) {
+                let title = format!(
+                    "gclab cli bench · {} · {} s over {} frontends",
+                    match plan.mode {
+                        Mode::Rate(r) => format!("open loop at {r}/s"),
+                        Mode::Concurrency(c) => format!("closed loop, {c} in flight"),
+                    },
+                    report.duration_s,
+                    report.frontends.len()
+                );
+                if let Err(e) = super::timeline::save(path, &title, drawn, &[]) {
+                    return fail(
+                        exit::UNREACHABLE,
+                        &format!("cannot write {}: {e}", path.display()),
+                        json,
+                    );
+                }
+                if !json {
+                    println!("timeline: {}", path.display());
+                }
+            }
             if report.check.as_ref().is_some_and(|v| !v.valid) {
                 exit::INVALID
             } else {

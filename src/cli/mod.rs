@@ -73,6 +73,7 @@ pub async fn run(args: CliArgs) -> ExitCode {
             frontends,
             db,
             no_fill,
+            timeline,
             check,
         } => {
             let plan = bench::Plan {
@@ -87,10 +88,10 @@ pub async fn run(args: CliArgs) -> ExitCode {
                 fill: !no_fill,
                 client_timeout: check.client_timeout,
                 check: check.check,
-                timeline: false,
+                timeline: timeline.is_some(),
                 restarts: 0,
             };
-            bench::run(plan, json).await
+            bench::run(plan, timeline, json).await
         }
         CliCommand::Stats {
             frontends,
