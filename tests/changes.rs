@@ -326,22 +326,9 @@ async fn frontends_over(db: &str, n: usize, tweak: impl Fn(&mut Config)) -> Vec<
             &http.local_addr().unwrap().to_string(),
             TIMEOUT,
         ));
-        let mut config = Config {
-            group: gclab::group::Config {
-                me: peer.local_addr().unwrap().to_string(),
-                peers: peers.clone(),
-                db_addr: db.to_owned(),
-                cache_bytes: 1 << 20,
-                db_timeout: Duration::from_secs(2),
-                peer_timeout: Duration::from_secs(3),
-                singleflight: true,
-                use_peers: true,
-                follow_changes: true,
-                stale_guard: true,
-                ttl: None,
-            },
-            client_timeout: TIMEOUT,
-        };
+        let me = peer.local_addr().unwrap().to_string();
+        let mut config = common::frontend_config(&me, peers.clone(), db);
+        config.group.follow_changes = true;
         tweak(&mut config);
         tokio::spawn(frontend::run(peer, http, config, std::future::pending()));
     }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{gclab, ServerProcess};
 use gclab::client::{ClientError, DbClient, FrontendClient};
-use gclab::frontend::{self, Config};
+use gclab::frontend;
 use tokio::net::TcpListener;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -172,24 +172,12 @@ async fn frontend_among(db: &str, others: &[String]) -> (String, FrontendClient)
     let http_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let me = peer_listener.local_addr().unwrap().to_string();
     let http = http_listener.local_addr().unwrap().to_string();
-    let config = Config {
-        group: gclab::group::Config {
-            me: me.clone(),
-            peers: std::iter::once(me.clone())
-                .chain(others.iter().cloned())
-                .collect(),
-            db_addr: db.to_owned(),
-            cache_bytes: 1 << 20,
-            db_timeout: Duration::from_millis(200),
-            peer_timeout: Duration::from_millis(300),
-            singleflight: true,
-            use_peers: true,
-            follow_changes: false,
-            stale_guard: true,
-            ttl: None,
-        },
-        client_timeout: TIMEOUT,
-    };
+    let peers = std::iter::once(me.clone())
+        .chain(others.iter().cloned())
+        .collect();
+    let mut config = common::frontend_config(&me, peers, db);
+    config.group.db_timeout = Duration::from_millis(200);
+    config.group.peer_timeout = Duration::from_millis(300);
     tokio::spawn(frontend::run(
         peer_listener,
         http_listener,

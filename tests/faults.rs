@@ -232,22 +232,7 @@ async fn fault_rules_are_refused_to_anyone_but_loopback() {
     let http = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
     let http_addr = http.local_addr().unwrap();
     let me = peer.local_addr().unwrap().to_string();
-    let config = gclab::frontend::Config {
-        group: gclab::group::Config {
-            me: me.clone(),
-            peers: vec![me.clone()],
-            db_addr: t.db_addr().to_owned(),
-            cache_bytes: 1 << 20,
-            db_timeout: Duration::from_secs(1),
-            peer_timeout: Duration::from_secs(2),
-            singleflight: true,
-            use_peers: true,
-            follow_changes: false,
-            stale_guard: true,
-            ttl: None,
-        },
-        client_timeout: TIMEOUT,
-    };
+    let config = common::frontend_config(&me, vec![me.clone()], t.db_addr());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(gclab::frontend::run(peer, http, config, async {
         let _ = stopped.await;

@@ -15,6 +15,28 @@ pub async fn start(n: usize, delay: Duration, tweak: impl Fn(&mut Config)) -> To
     Topology::start(n, delay, tweak).await.unwrap()
 }
 
+/// A frontend's configuration for a test: node `me` among `peers`, against the dbserver at
+/// `db`, with a 1 MiB cache, deadlines of 2 s (dbserver) and 3 s (peers), and every switch
+/// as `gclab frontend` has it by default. Tests change the fields they are about.
+pub fn frontend_config(me: &str, peers: Vec<String>, db: &str) -> Config {
+    Config {
+        group: gclab::group::Config {
+            me: me.to_owned(),
+            peers,
+            db_addr: db.to_owned(),
+            cache_bytes: 1 << 20,
+            db_timeout: Duration::from_secs(2),
+            peer_timeout: Duration::from_secs(3),
+            singleflight: true,
+            use_peers: true,
+            follow_changes: false,
+            stale_guard: true,
+            ttl: None,
+        },
+        client_timeout: Duration::from_secs(10),
+    }
+}
+
 /// The `gclab` binary, as built by cargo for these tests.
 pub fn gclab() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_gclab"));
