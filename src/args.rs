@@ -98,6 +98,10 @@ pub struct DbserverArgs {
     /// catch up from (`GET /changes?since=V`); one that fell further behind starts over.
     #[arg(long, default_value_t = crate::store::CHANGE_LOG, value_parser = clap::value_parser!(u64).range(1..))]
     pub change_log: u64,
+    /// How many trace events to keep for `GET /events` (each read's arrival and answer);
+    /// 0 records none.
+    #[arg(long, default_value_t = crate::trace::DEFAULT_CAPACITY, value_parser = events_capacity)]
+    pub events: usize,
 }
 
 #[derive(Debug, Args)]
@@ -154,6 +158,10 @@ pub struct FrontendArgs {
     /// it on its next get, e.g. 30s.
     #[arg(long, value_parser = positive_duration)]
     pub ttl: Option<Duration>,
+    /// How many trace events to keep for `GET /events` and `gclab cli trace` (the oldest
+    /// go first); 0 records none.
+    #[arg(long, default_value_t = crate::trace::DEFAULT_CAPACITY, value_parser = events_capacity)]
+    pub events: usize,
 }
 
 impl DbserverArgs {
@@ -161,6 +169,7 @@ impl DbserverArgs {
     pub fn config(&self) -> crate::dbserver::Config {
         crate::dbserver::Config {
             change_log: self.change_log,
+            events: self.events,
             ..crate::dbserver::Config::new(self.max_value_bytes, self.client_timeout, self.delay)
         }
     }
@@ -199,6 +208,7 @@ impl FrontendArgs {
                 follow_changes: self.follow_changes,
                 stale_guard: !self.no_stale_guard,
                 ttl: self.ttl,
+                events: self.events,
             },
             client_timeout: self.client_timeout,
         };
@@ -207,6 +217,22 @@ impl FrontendArgs {
         Ok((config, http_addr))
     }
 }
+
+fn events_capacity(text: &str) -> Result<usize, String> {
+    let n: usize = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a whole number of events"))?;
+    if n > MAX_EVENTS {
+        return Err(format!(
+            "at most {MAX_EVENTS} events (about {} MB); the ring is kept in memory",
+            MAX_EVENTS / 10_000
+        ));
+    }
+    Ok(n)
+}
+
+/// The largest event ring `--events` allows.
+const MAX_EVENTS: usize = 10_000_000;
 
 fn positive_duration(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text) {

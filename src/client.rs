@@ -36,6 +36,7 @@ use crate::faults::{FaultStats, Faults, Rule};
 use crate::http::MISSING_KEY;
 use crate::key;
 use crate::stats::{DbStats, NodeStats};
+use crate::trace::{EventsAnswer, TraceParent, TRACEPARENT};
 
 /// Why a call to one of our servers failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -224,9 +225,24 @@ impl Endpoint {
         path: &str,
         body: Bytes,
     ) -> Result<(Parts, Incoming), ClientError> {
-        let request = Request::builder()
+        self.head_traced(method, path, body, None).await
+    }
+
+    /// `head`, the request carrying `trace` as its `traceparent` header.
+    async fn head_traced(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        trace: Option<TraceParent>,
+    ) -> Result<(Parts, Incoming), ClientError> {
+        let mut request = Request::builder()
             .method(method)
-            .uri(format!("http://{}{path}", self.addr))
+            .uri(format!("http://{}{path}", self.addr));
+        if let Some(trace) = trace {
+            request = request.header(TRACEPARENT, trace.header());
+        }
+        let request = request
             .body(Full::new(body))
             .map_err(|e| ClientError::Unreachable {
                 server: self.server,
@@ -445,6 +461,15 @@ impl DbClient {
     /// The value of `key` and its version; for "no such key", the store's version at the
     /// read, since the answer is true as of that version.
     pub async fn load(&self, key: &str) -> Result<Loaded, ClientError> {
+        self.load_traced(key, None).await
+    }
+
+    /// `load`, on behalf of the traced request `trace` names.
+    pub async fn load_traced(
+        &self,
+        key: &str,
+        trace: Option<TraceParent>,
+    ) -> Result<Loaded, ClientError> {
         let e = &self.endpoint;
         // A db-delay rule waits inside the read's deadline, as a slow network would.
         let delay = self.faults.as_ref().and_then(|f| f.on_db_read());
@@ -453,7 +478,9 @@ impl DbClient {
                 if let Some(delay) = delay {
                     tokio::time::sleep(delay).await;
                 }
-                let (parts, body) = e.head(Method::GET, &kv_path(key), Bytes::new()).await?;
+                let (parts, body) = e
+                    .head_traced(Method::GET, &kv_path(key), Bytes::new(), trace)
+                    .await?;
                 e.read(parts, body).await
             })
             .await?;
@@ -510,6 +537,13 @@ impl DbClient {
         Err(ChangesError::Client(refused.unwrap_or_else(|| {
             e.failed(status, "it has no change stream".to_owned())
         })))
+    }
+
+    /// The dbserver's trace events of `trace`.
+    pub async fn events(&self, trace: u128) -> Result<EventsAnswer, ClientError> {
+        self.endpoint
+            .json(&format!("/events?trace={trace:032x}"))
+            .await
     }
 
     /// The dbserver's counters.
@@ -669,9 +703,26 @@ impl FrontendClient {
 
     /// The value of `key` through the cache, or `None` if the dbserver has no such key.
     pub async fn cget(&self, key: &str) -> Result<Option<Cached>, ClientError> {
+        self.cget_traced(key, None).await
+    }
+
+    /// `cget`, carrying `trace` as its `traceparent` (`cli trace`, `herd --trace`).
+    pub async fn cget_traced(
+        &self,
+        key: &str,
+        trace: Option<TraceParent>,
+    ) -> Result<Option<Cached>, ClientError> {
         let e = &self.endpoint;
         let path = format!("/cache/{}", key::encode(key));
-        let Some(answer) = e.sort(e.call(Method::GET, &path, Bytes::new()).await?)? else {
+        let answer = e
+            .within(async {
+                let (parts, body) = e
+                    .head_traced(Method::GET, &path, Bytes::new(), trace)
+                    .await?;
+                e.read(parts, body).await
+            })
+            .await?;
+        let Some(answer) = e.sort(answer)? else {
             return Ok(None);
         };
         let header = |name: &str| {
@@ -697,6 +748,13 @@ impl FrontendClient {
     /// The frontend's counters.
     pub async fn stats(&self) -> Result<NodeStats, ClientError> {
         self.endpoint.json("/stats").await
+    }
+
+    /// The frontend's trace events of `trace`.
+    pub async fn events(&self, trace: u128) -> Result<EventsAnswer, ClientError> {
+        self.endpoint
+            .json(&format!("/events?trace={trace:032x}"))
+            .await
     }
 
     /// Waits (up to `wait`) until the frontend has applied version `at_least` of the change

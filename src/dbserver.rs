@@ -18,6 +18,7 @@
 //! - `GET /changes?since=V` → a stream of JSON lines, one per write after V (see below)
 //! - `GET /stats` → `{"gets": N, "sets": N, "keys": N, "version": N, …}`
 //! - `GET /metrics` → the same counters and request latencies, for Prometheus
+//! - `GET /events?trace=ID&since=NS` → its trace events: each read's arrival and answer
 //!
 //! The change stream starts with `{"hello":V}` (the version it is at), replays the logged
 //! writes after `since`, then sends each write as it is acknowledged:
@@ -45,6 +46,7 @@ use crate::logging;
 use crate::metrics::{Metrics, Snapshot};
 pub use crate::store::Store;
 use crate::store::{Gap, CHANGE_LOG};
+use crate::trace::{self, Detail, Events, Kind, Outcome, TRACEPARENT};
 
 /// The default largest value, as in memcached: 1 MiB.
 pub const MAX_VALUE_BYTES: u64 = 1024 * 1024;
@@ -57,6 +59,8 @@ pub struct Config {
     pub limits: Limits,
     /// How many changes the change log keeps (`--change-log`).
     pub change_log: u64,
+    /// How many trace events it keeps (`--events`); 0 records none.
+    pub events: usize,
 }
 
 impl Config {
@@ -70,6 +74,7 @@ impl Config {
                 request_timeout: delay + Duration::from_secs(10),
             },
             change_log: CHANGE_LOG,
+            events: trace::DEFAULT_CAPACITY,
         }
     }
 }
@@ -81,7 +86,12 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
+    // Named by its address, as the frontends' `--db` names it.
+    let name = listener
+        .local_addr()
+        .map_or_else(|_| "dbserver".to_owned(), |a| a.to_string());
     let api = Arc::new(Api {
+        events: Arc::new(Events::new(&name, config.events)),
         metrics: Metrics::new("op", &["get", "set", "del"]),
         store: Arc::clone(&store),
         max_value_bytes: config.max_value_bytes,
@@ -111,6 +121,8 @@ pub struct Api {
     pub store: Arc<Store>,
     pub metrics: Metrics,
     pub max_value_bytes: u64,
+    /// What happened to each read, for `GET /events`.
+    pub events: Arc<Events>,
 }
 
 /// The header that carries a version, on the dbserver's answers and the frontends'.
@@ -123,6 +135,7 @@ pub fn routes(api: Arc<Api>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         .or(delete_kv(api.clone()))
         .or(get_changes(api.clone()))
         .or(get_stats(api.clone()))
+        .or(http::events(&api.events))
         .or(get_metrics(api))
         .or(http::empty_key("kv"))
         .recover(http::recover)
@@ -132,6 +145,7 @@ pub fn routes(api: Arc<Api>) -> impl Filter<Extract = (impl Reply,), Error = Inf
 fn get_kv(api: Arc<Api>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     warp::path!("kv" / String)
         .and(warp::get())
+        .and(warp::header::optional::<String>(TRACEPARENT))
         .and(with_api(api))
         .and_then(read_value)
 }
@@ -200,26 +214,44 @@ fn with_version(mut reply: warp::reply::Response, version: u64) -> warp::reply::
     reply
 }
 
-async fn read_value(raw_key: String, api: Arc<Api>) -> Result<warp::reply::Response, Rejection> {
+async fn read_value(
+    raw_key: String,
+    traceparent: Option<String>,
+    api: Arc<Api>,
+) -> Result<warp::reply::Response, Rejection> {
     let started = Instant::now();
     let key = key::decode(&raw_key).map_err(Problem::bad_key)?;
     tracing::info!(kind = "db", "getting {key}");
+    let span = http::arriving(&api.events, traceparent.as_deref(), &key);
     // The store's version, read before the key: a "no such key" is true as of it at least.
     let store_version = api.store.version();
-    let reply = match api.store.get(&key).await {
+    let found = api.store.get(&key).await;
+    let answered = |outcome| Detail {
+        outcome: Some(outcome),
+        ..Detail::default()
+    };
+    let reply = match found {
         Ok(Some(found)) => {
+            api.events
+                .note(span, Kind::Answered, answered(Outcome::Found));
             let mut reply = with_version(http::value(found.value), found.version);
             reply
                 .headers_mut()
                 .insert(ETAG, http::etag(found.version, &[]));
             reply
         }
-        Ok(None) => with_version(
-            http::no_such_key(format!("no such key: {key}")),
-            store_version,
-        ),
+        Ok(None) => {
+            api.events
+                .note(span, Kind::Answered, answered(Outcome::NotFound));
+            with_version(
+                http::no_such_key(format!("no such key: {key}")),
+                store_version,
+            )
+        }
         Err(e) => {
-            return Err(Problem::internal(format!("reading {key} from sled failed: {e}")).into())
+            api.events
+                .note(span, Kind::Answered, answered(Outcome::Error));
+            return Err(Problem::internal(format!("reading {key} from sled failed: {e}")).into());
         }
     };
     api.metrics.observe("get", started.elapsed());

@@ -16,6 +16,8 @@
 //! - `GET /owner/{key}` → the owner, the whole rendezvous ranking of peers, and each
 //!   peer's score (64-bit, in hex: the highest owns the key)
 //! - `GET /metrics` → the same counters and request latencies, for Prometheus
+//! - `GET /events?trace=ID&since=NS` → this node's trace events (of one trace, at or after a
+//!   time in Unix nanoseconds), as JSON: what `gclab cli trace` draws
 //! - `POST /faults` (a JSON [`Rule`]) sets a fault rule on this node's calls;
 //!   `DELETE /faults?node=N` heals the rules about N (all of them without `node`);
 //!   `GET /faults` lists them, with the node's pid and whether `gclab up --restart` would
@@ -43,6 +45,7 @@ use crate::logging::HITS;
 use crate::metrics::{Metrics, Snapshot};
 use crate::peer_server;
 use crate::stats::RESTARTED_BY_UP;
+use crate::trace::{Kind, Outcome, TRACEPARENT};
 
 /// Everything a frontend needs to know, as its flags say it.
 #[derive(Debug, Clone)]
@@ -159,6 +162,7 @@ pub fn routes(api: Arc<Api>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         .or(get_owner(api.clone()))
         .or(get_applied(api.clone()))
         .or(get_metrics(api.clone()))
+        .or(http::events(api.group.events()))
         .or(faults(api.clone()))
         .or(http::empty_key("cache"))
         .or(http::empty_key("owner"))
@@ -172,6 +176,7 @@ fn get_cache(api: Arc<Api>) -> impl Filter<Extract = (impl Reply,), Error = Reje
     warp::path!("cache" / String)
         .and(warp::get())
         .and(warp::header::optional::<String>("if-none-match"))
+        .and(warp::header::optional::<String>(TRACEPARENT))
         .and(with_api(api))
         .and_then(cache_get)
 }
@@ -304,13 +309,23 @@ fn with_api(api: Arc<Api>) -> impl Filter<Extract = (Arc<Api>,), Error = Infalli
 async fn cache_get(
     raw_key: String,
     if_none_match: Option<String>,
+    traceparent: Option<String>,
     api: Arc<Api>,
 ) -> Result<warp::reply::Response, Rejection> {
     let started = Instant::now();
     let key = key::decode(&raw_key).map_err(Problem::bad_key)?;
     tracing::info!(target: HITS, "cli asked for {key}");
     let group = &api.group;
-    let (reply, label) = match group.get(&key).await {
+    let events = group.events();
+    let span = http::arriving(events, traceparent.as_deref(), &key);
+    let got = group.get(&key, span).await;
+    let answered = match &got {
+        Ok(got) => group::outcome(got.source.outcome()),
+        Err(GetError::NotFound(_)) => group::outcome(Outcome::NotFound),
+        Err(e) => group::failure(e),
+    };
+    events.note(span, Kind::Answered, answered);
+    let (reply, label) = match got {
         Ok(got) => {
             let etag = http::etag(got.version, &got.value);
             let unchanged = if_none_match.is_some_and(|tags| {

@@ -45,6 +45,7 @@ use crate::peers::{PeerError, Peers};
 use crate::ring::Ring;
 use crate::singleflight::{self, FromPanic};
 use crate::stats::{NodeStats, Stats};
+use crate::trace::{self, Detail, Events, Kind, Outcome, Span};
 
 /// How a group is set up: a frontend's flags for the Get path (`gclab frontend --help`).
 #[derive(Debug, Clone)]
@@ -72,6 +73,8 @@ pub struct Config {
     pub stale_guard: bool,
     /// Serve a cached value for at most this long, then reload it (`--ttl`).
     pub ttl: Option<Duration>,
+    /// How many trace events this node keeps (`--events`); 0 records none.
+    pub events: usize,
 }
 
 /// Why a configuration was refused.
@@ -152,6 +155,8 @@ pub struct Group {
     /// failed peer call is no reason to fail over.
     stopping: AtomicBool,
     stats: Stats,
+    /// What happened to each request, for `GET /events` and `gclab cli trace`.
+    events: Arc<Events>,
 }
 
 /// A value and where this node found it.
@@ -173,6 +178,16 @@ pub enum Source {
 }
 
 impl Source {
+    /// The same, as a trace event's outcome.
+    pub fn outcome(self) -> Outcome {
+        match self {
+            Source::Main => Outcome::Main,
+            Source::Hot => Outcome::Hot,
+            Source::Peer => Outcome::Peer,
+            Source::Db => Outcome::Db,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Source::Main => "main",
@@ -237,24 +252,32 @@ impl Group {
             ttl: config.ttl,
             stopping: AtomicBool::new(false),
             stats: Stats::default(),
+            events: Arc::new(Events::new(&config.me, config.events)),
         }
     }
 
     /// A client's Get (the HTTP API): may be forwarded to the key's owner.
-    pub async fn get(self: &Arc<Self>, key: &str) -> Result<Got, GetError> {
-        self.get_as(key, true).await
+    pub async fn get(self: &Arc<Self>, key: &str, span: Span) -> Result<Got, GetError> {
+        self.get_as(key, true, span).await
     }
 
     /// A peer's Get (tarpc): this node is the owner, or the asker thinks so. Load it here.
-    pub async fn serve_peer(self: &Arc<Self>, key: &str) -> Result<Got, GetError> {
+    pub async fn serve_peer(self: &Arc<Self>, key: &str, span: Span) -> Result<Got, GetError> {
         Stats::add(&self.stats.server_requests);
-        self.get_as(key, false).await
+        self.get_as(key, false, span).await
     }
 
-    async fn get_as(self: &Arc<Self>, key: &str, may_forward: bool) -> Result<Got, GetError> {
+    async fn get_as(
+        self: &Arc<Self>,
+        key: &str,
+        may_forward: bool,
+        span: Span,
+    ) -> Result<Got, GetError> {
         Stats::add(&self.stats.gets);
         if let Some(got) = self.lookup_cache(key) {
             Stats::add(&self.stats.cache_hits);
+            self.events
+                .note(span, Kind::Hit, outcome(got.source.outcome()));
             tracing::info!(
                 target: HITS,
                 kind = "hit",
@@ -263,7 +286,8 @@ impl Group {
             );
             return Ok(got);
         }
-        self.load(key, may_forward).await
+        self.events.note(span, Kind::Miss, Detail::default());
+        self.load(key, may_forward, span).await
     }
 
     /// Looks in the main cache, then the hot cache.
@@ -280,7 +304,12 @@ impl Group {
     }
 
     /// Loads a key that missed the cache, once for all concurrent callers.
-    async fn load(self: &Arc<Self>, key: &str, may_forward: bool) -> Result<Got, GetError> {
+    async fn load(
+        self: &Arc<Self>,
+        key: &str,
+        may_forward: bool,
+        span: Span,
+    ) -> Result<Got, GetError> {
         Stats::add(&self.stats.loads);
         let this = Arc::clone(self);
         let owned_key = key.to_owned();
@@ -295,13 +324,26 @@ impl Group {
                 return Ok(got);
             }
             Stats::add(&this.stats.loads_deduped);
-            this.load_once(&owned_key, may_forward).await
+            this.load_once(&owned_key, may_forward, span).await
         };
-        if self.use_singleflight {
-            self.load_group.work(key, flight).await.result
-        } else {
-            flight().await
+        if !self.use_singleflight {
+            return flight().await;
         }
+        // The time is taken before `work`, where the caller becomes the flight's leader or
+        // joins it; the flight's number is known only once `work` returns.
+        let asked = trace::now_ns();
+        let call = self.load_group.work(key, flight).await;
+        let kind = if call.leader {
+            Kind::FlightStarted
+        } else {
+            Kind::FlightJoined
+        };
+        let detail = Detail {
+            flight: Some(call.flight),
+            ..Detail::default()
+        };
+        self.events.note_at(asked, span, kind, detail);
+        call.result
     }
 
     /// One real load: from the owner if that is another peer, else from the dbserver.
@@ -311,14 +353,14 @@ impl Group {
     /// have joined the flight after the change. The last tries go to the dbserver itself,
     /// which holds every change it has told us about. A key overtaken on every try (it
     /// changes faster than the dbserver answers) gets an error, never the refused value.
-    async fn load_once(&self, key: &str, may_forward: bool) -> Result<Got, GetError> {
+    async fn load_once(&self, key: &str, may_forward: bool, span: Span) -> Result<Got, GetError> {
         let mut tries = 1;
         loop {
             let began = self.invalidation.epoch();
             let last_try = tries == LOAD_TRIES;
             // Peers for the first try only: an owner that has not applied the change yet
             // would answer the same old value again.
-            let (loaded, source) = self.fetch(key, may_forward && tries == 1).await?;
+            let (loaded, source) = self.fetch(key, may_forward && tries == 1, span).await?;
             let cache = match source {
                 Source::Db => Some(&self.main_cache),
                 // Keep 1 in 10 peer values in the hot cache, as groupcache does: a key
@@ -348,13 +390,18 @@ impl Group {
     }
 
     /// Reads the key once: from a peer if one should have it, else from the dbserver.
-    async fn fetch(&self, key: &str, may_forward: bool) -> Result<(Loaded, Source), GetError> {
+    async fn fetch(
+        &self,
+        key: &str,
+        may_forward: bool,
+        span: Span,
+    ) -> Result<(Loaded, Source), GetError> {
         if may_forward && self.use_peers {
-            if let Some(answer) = self.ask_peers(key).await {
+            if let Some(answer) = self.ask_peers(key, span).await {
                 return answer.map(|loaded| (loaded, Source::Peer));
             }
         }
-        Ok((self.get_locally(key).await?, Source::Db))
+        Ok((self.get_locally(key, span).await?, Source::Db))
     }
 
     /// Asks the key's owner, or, while it is down, the next peer in the key's ranking.
@@ -364,7 +411,7 @@ impl Group {
     /// multiplies database reads at the worst moment; since every node ranks the peers the
     /// same way, "next in line" is one node for all of them, and a key still costs one
     /// database read while its owner is away.
-    async fn ask_peers(&self, key: &str) -> Option<Result<Loaded, GetError>> {
+    async fn ask_peers(&self, key: &str, span: Span) -> Option<Result<Loaded, GetError>> {
         let started = Instant::now();
         let mut failed_over = false;
         for peer in self.ring.ranking(key) {
@@ -392,7 +439,7 @@ impl Group {
             } else {
                 tracing::info!(kind = "peer", "{key} is owned by {peer}, asking it");
             }
-            match self.get_from_peer(peer, key).await {
+            match self.get_from_peer(peer, key, span).await {
                 PeerAnswer::Answered(answer) => return Some(Ok(answer)),
                 PeerAnswer::CouldNotLoad(reason) => {
                     // The peer is up but its dbserver failed: another peer would fare no
@@ -424,8 +471,21 @@ impl Group {
     }
 
     /// Asks a peer for the key, and sorts out what came back.
-    async fn get_from_peer(&self, peer: &str, key: &str) -> PeerAnswer {
-        match self.peers.get(peer, key).await {
+    async fn get_from_peer(&self, peer: &str, key: &str, span: Span) -> PeerAnswer {
+        let to = |detail: Detail| Detail {
+            peer: Some(peer.to_owned()),
+            ..detail
+        };
+        self.events
+            .note(span, Kind::PeerCallOut, to(Detail::default()));
+        let answer = self.peers.get(peer, key, span.as_parent()).await;
+        let came_back = match &answer {
+            Ok(loaded) if loaded.value.is_none() => outcome(Outcome::NotFound),
+            Ok(_) => outcome(Outcome::Peer),
+            Err(e) => failure(e),
+        };
+        self.events.note(span, Kind::PeerCallIn, to(came_back));
+        match answer {
             Ok(loaded) => {
                 Stats::add(&self.stats.peer_loads);
                 PeerAnswer::Answered(loaded)
@@ -442,9 +502,17 @@ impl Group {
     }
 
     /// Loads from the dbserver. A "no such key" answer is a successful load of nothing.
-    async fn get_locally(&self, key: &str) -> Result<Loaded, GetError> {
+    async fn get_locally(&self, key: &str, span: Span) -> Result<Loaded, GetError> {
         tracing::info!(kind = "db", "asking dbserver for {key}");
-        match self.db.load(key).await {
+        self.events.note(span, Kind::DbReadOut, Detail::default());
+        let answer = self.db.load_traced(key, Some(span.as_parent())).await;
+        let came_back = match &answer {
+            Ok(loaded) if loaded.value.is_none() => outcome(Outcome::NotFound),
+            Ok(_) => outcome(Outcome::Found),
+            Err(e) => failure(e),
+        };
+        self.events.note(span, Kind::DbReadIn, came_back);
+        match answer {
             Ok(loaded) => {
                 Stats::add(&self.stats.local_loads);
                 if loaded.value.is_none() {
@@ -600,6 +668,11 @@ impl Group {
         self.stopping.store(true, Ordering::Relaxed);
     }
 
+    /// This node's trace events.
+    pub fn events(&self) -> &Arc<Events> {
+        &self.events
+    }
+
     /// This node's name.
     pub fn me(&self) -> &str {
         &self.me
@@ -614,6 +687,23 @@ impl Group {
         stats.last_version_applied = self.invalidation.applied();
         stats.faults = self.faults.stats();
         stats
+    }
+}
+
+/// An event's detail that says only how a step ended.
+pub fn outcome(outcome: Outcome) -> Detail {
+    Detail {
+        outcome: Some(outcome),
+        ..Detail::default()
+    }
+}
+
+/// An event's detail for a step that failed, and why.
+pub fn failure(error: &dyn std::fmt::Display) -> Detail {
+    Detail {
+        outcome: Some(Outcome::Error),
+        error: Some(error.to_string().into()),
+        ..Detail::default()
     }
 }
 

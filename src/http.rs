@@ -1,5 +1,5 @@
 //! What the two HTTP servers (dbserver and frontend API) share: the accept loop with its
-//! deadlines and limits, and error replies.
+//! deadlines and limits, error replies, and trace events (`GET /events`).
 //!
 //! As in warp's `todos` example, handlers return a [`Problem`] rejection and one
 //! `recover` turns every rejection into a status and a one-line plain-text body that says
@@ -7,6 +7,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use warp::reject::{LengthRequired, MethodNotAllowed};
 use warp::{Filter, Rejection, Reply};
 
 use crate::key::KeyError;
+use crate::trace::{self, Detail, Events, Kind, Span, TraceParent};
 
 /// The address a request came from; set on every request but a GET (see `serve`).
 #[derive(Debug, Clone, Copy)]
@@ -72,6 +74,61 @@ pub fn empty_key(
     warp::path(prefix)
         .and(warp::path::end())
         .map(|| text(StatusCode::BAD_REQUEST, KeyError::Empty.to_string()))
+}
+
+/// `GET /events?trace=ID&since=NS`: the server's trace events, of one trace (32 hex digits)
+/// and at or after a time (Unix nanoseconds), each optional.
+pub fn events(
+    events: &Arc<Events>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    let events = Arc::clone(events);
+    warp::path!("events")
+        .and(warp::get())
+        .and(warp::query::<std::collections::HashMap<String, String>>())
+        .and_then(move |query: std::collections::HashMap<String, String>| {
+            let events = Arc::clone(&events);
+            async move {
+                let bad = |message: String| {
+                    warp::reject::custom(Problem {
+                        status: StatusCode::BAD_REQUEST,
+                        message,
+                    })
+                };
+                let trace = match query.get("trace") {
+                    None => None,
+                    Some(text) => Some(trace::parse_trace_id(text).ok_or_else(|| {
+                        bad(format!(
+                            "trace={text:?} is not a trace id (up to 32 hex digits)"
+                        ))
+                    })?),
+                };
+                let since = match query.get("since") {
+                    None => 0,
+                    Some(text) => text.parse::<u64>().map_err(|_| {
+                        bad(format!(
+                            "since={text:?} is not a time in nanoseconds since the Unix epoch"
+                        ))
+                    })?,
+                };
+                Ok::<_, Rejection>(json(&events.query(trace, since)))
+            }
+        })
+}
+
+/// Notes a request's arrival at this server, under the trace its `traceparent` header names
+/// (one of its own if it has none, or an invalid one); returns the request's span here.
+pub fn arriving(events: &Events, traceparent: Option<&str>, key: &str) -> Span {
+    let parent = traceparent.and_then(TraceParent::parse);
+    let span = Span::arriving(parent);
+    if events.capacity() > 0 {
+        let detail = Detail {
+            key: Some(key.into()),
+            parent: parent.map(|p| p.parent),
+            ..Detail::default()
+        };
+        events.note(span, Kind::Arrived, detail);
+    }
+    span
 }
 
 /// A `404` for a key that does not exist, marked so that clients can tell it from a

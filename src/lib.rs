@@ -19,6 +19,8 @@
 //! The servers and the tools around them:
 //! - [`frontend`] — a cache node: its configuration and its HTTP API for clients.
 //! - [`peer_server`] — how a node answers its peers' calls with its Get path.
+//! - [`trace`] — trace ids on every request (W3C `traceparent`, tarpc's context), and the
+//!   bounded ring of events each server keeps for `GET /events` and `gclab cli trace`.
 //! - [`faults`] — faults on demand: rules that break a node's calls to its peers and to
 //!   the dbserver (`cli fault`), where a real network would.
 //! - [`follow`] — `--follow-changes`: reading the dbserver's change stream, resuming it.
@@ -65,4 +67,5 @@ pub mod singleflight;
 pub mod stats;
 pub mod store;
 pub mod topology;
+pub mod trace;
 pub mod up;

@@ -17,9 +17,10 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use crate::client::Loaded;
-use crate::group::{GetError, Group};
+use crate::group::{self, GetError, Group};
 use crate::key;
 use crate::peers::{transport, Peer, MAX_VALUE_TO_SHARE};
+use crate::trace::{Detail, Kind, Outcome, Span};
 
 /// Answers peers with this node's [`Group`].
 #[derive(Clone)]
@@ -30,11 +31,26 @@ struct PeerServer {
 }
 
 impl Peer for PeerServer {
-    async fn get(self, _: context::Context, from: String, key: String) -> Result<Loaded, String> {
+    async fn get(self, ctx: context::Context, from: String, key: String) -> Result<Loaded, String> {
         key::validate(&key).map_err(|e| e.to_string())?;
         self.check_asker(&from);
         tracing::info!(kind = "peer", "peer asked for {key}");
-        match self.group.serve_peer(&key).await {
+        let span = span_of(&ctx);
+        let events = self.group.events();
+        let arrived = Detail {
+            key: Some(key.as_str().into()),
+            peer: Some(from),
+            ..Detail::default()
+        };
+        events.note(span, Kind::Arrived, arrived);
+        let got = self.group.serve_peer(&key, span).await;
+        let answered = match &got {
+            Ok(got) => group::outcome(got.source.outcome()),
+            Err(GetError::NotFound(_)) => group::outcome(Outcome::NotFound),
+            Err(e) => group::failure(e),
+        };
+        events.note(span, Kind::Answered, answered);
+        match got {
             // A reply over the frame limit would break the connection for every call on it,
             // and the asker would take this node for dead; a refusal makes it load the value
             // itself instead.
@@ -53,6 +69,17 @@ impl Peer for PeerServer {
             Err(GetError::Unavailable(reason)) => Err(reason),
         }
     }
+}
+
+/// This node's span for a peer's call: tarpc's own, made for the call as a child of the
+/// asker's (a caller without a trace gets one begun here).
+fn span_of(ctx: &context::Context) -> Span {
+    let trace = u128::from(ctx.trace_context.trace_id);
+    let span = u64::from(ctx.trace_context.span_id);
+    if trace == 0 || span == 0 {
+        return Span::arriving(None);
+    }
+    Span { trace, span }
 }
 
 impl PeerServer {

@@ -28,6 +28,7 @@ use tokio::sync::Mutex;
 
 use crate::client::Loaded;
 use crate::faults::{Effect, Faults};
+use crate::trace::TraceParent;
 
 /// The largest frame either side accepts: a value (1 MiB by default) plus room for the rest.
 pub const MAX_FRAME_BYTES: usize = 2 * 1024 * 1024;
@@ -129,8 +130,13 @@ impl Peers {
         }
     }
 
-    /// Asks `peer` for `key`.
-    pub async fn get(&self, peer: &str, key: &str) -> Result<Loaded, PeerError> {
+    /// Asks `peer` for `key`, on behalf of the request `parent` names.
+    pub async fn get(
+        &self,
+        peer: &str,
+        key: &str,
+        parent: TraceParent,
+    ) -> Result<Loaded, PeerError> {
         let connection = self
             .connections
             .get(peer)
@@ -169,6 +175,10 @@ impl Peers {
             Ok(client) => {
                 let mut ctx = context::current();
                 ctx.deadline = deadline;
+                // The trace travels in tarpc's own context; tarpc gives the call a span of
+                // its own, a child of ours, and the peer notes its events under it.
+                ctx.trace_context.trace_id = parent.trace.into();
+                ctx.trace_context.span_id = parent.parent.into();
                 match client.get(ctx, self.me.clone(), key.to_owned()).await {
                     Ok(answer) => Ok(answer),
                     Err(RpcError::DeadlineExceeded) => Err(PeerError::Timeout(self.timeout)),

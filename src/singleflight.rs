@@ -15,12 +15,16 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::future::{BoxFuture, FutureExt, Shared};
 
 /// The result every waiter receives. `E` is cloned to each of them, so keep it cheap.
 type Flight<V, E> = Shared<BoxFuture<'static, Result<V, E>>>;
+
+/// The flights in progress, by key, each with its number.
+type Flights<V, E> = HashMap<String, (u64, Flight<V, E>)>;
 
 /// What one caller of [`Group::work`] got.
 #[derive(Debug)]
@@ -29,19 +33,25 @@ pub struct Call<V, E> {
     pub result: Result<V, E>,
     /// Whether this caller started the load (the others joined it).
     pub leader: bool,
+    /// The flight's number on this node, the same for its leader and everyone who joined
+    /// it: how a trace tells which requests shared a load.
+    pub flight: u64,
 }
 
 /// A set of loads in flight, one per key.
 pub struct Group<V, E> {
     // std `Mutex`, not tokio's: it is held only to look up or insert a map entry, never
     // across an `.await`, so the cheaper blocking lock is the right one.
-    flights: Arc<Mutex<HashMap<String, Flight<V, E>>>>,
+    flights: Arc<Mutex<Flights<V, E>>>,
+    /// The last flight's number.
+    started: AtomicU64,
 }
 
 impl<V, E> Default for Group<V, E> {
     fn default() -> Self {
         Group {
             flights: Arc::default(),
+            started: AtomicU64::new(0),
         }
     }
 }
@@ -66,21 +76,23 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>> + Send + 'static,
     {
-        let (flight, leader) = {
+        let (id, flight, leader) = {
             // Taken over if poisoned: the map is consistent between statements, whatever panicked.
             let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
             match flights.get(key) {
-                Some(flight) => (flight.clone(), false),
+                Some((id, flight)) => (*id, flight.clone(), false),
                 None => {
+                    let id = self.started.fetch_add(1, Ordering::Relaxed) + 1;
                     let flight = self.start(key.to_owned(), load());
-                    flights.insert(key.to_owned(), flight.clone());
-                    (flight, true)
+                    flights.insert(key.to_owned(), (id, flight.clone()));
+                    (id, flight, true)
                 }
             }
         };
         Call {
             result: flight.await,
             leader,
+            flight: id,
         }
     }
 
@@ -124,7 +136,7 @@ where
 /// Removes a key's flight when dropped: when its load finishes, and also when the load
 /// panics, so a panic does not leave a dead flight behind for every later caller to join.
 struct Forget<V, E> {
-    flights: Arc<Mutex<HashMap<String, Flight<V, E>>>>,
+    flights: Arc<Mutex<Flights<V, E>>>,
     key: String,
 }
 

@@ -88,6 +88,7 @@ impl Topology {
                     follow_changes: false,
                     stale_guard: true,
                     ttl: None,
+                    events: crate::trace::DEFAULT_CAPACITY,
                 },
                 client_timeout: Duration::from_secs(10),
             };

@@ -32,6 +32,7 @@ pub fn frontend_config(me: &str, peers: Vec<String>, db: &str) -> Config {
             follow_changes: false,
             stale_guard: true,
             ttl: None,
+            events: gclab::trace::DEFAULT_CAPACITY,
         },
         client_timeout: Duration::from_secs(10),
     }
