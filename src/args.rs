@@ -309,6 +309,11 @@ pub enum CliCommand {
         #[arg(long, conflicts_with = "port")]
         frontend: Option<String>,
     },
+    /// Trace a request through the lab and draw its travel: `trace cget -key foo -o foo.svg`.
+    Trace {
+        #[command(subcommand)]
+        what: TraceCommand,
+    },
     /// Delete a key in the dbserver.
     Del {
         /// The key: 1 to 250 bytes of UTF-8.
@@ -335,6 +340,10 @@ pub enum CliCommand {
         /// The dbserver's address.
         #[arg(long, default_value = "127.0.0.1:8080")]
         db: String,
+        /// Trace the herd and draw it to FILE.svg or FILE.html: the arrivals grouped per
+        /// node, one flight box per node with how many joined it, and every database read.
+        #[arg(long, value_parser = picture_path)]
+        trace: Option<PathBuf>,
         #[command(flatten)]
         check: CheckArgs,
     },
@@ -436,6 +445,40 @@ pub enum CliCommand {
         #[arg(long)]
         wide: bool,
     },
+}
+
+/// What `gclab cli trace` traces.
+#[derive(Debug, Subcommand)]
+pub enum TraceCommand {
+    /// One cget, traced: its events from every node, listed and drawn as a spacetime
+    /// diagram (lanes cli, each frontend, dbserver; time flowing down).
+    Cget {
+        /// The key: 1 to 250 bytes of UTF-8.
+        #[arg(long)]
+        key: String,
+        /// The frontend's HTTP port, on 127.0.0.1.
+        #[arg(long, default_value_t = 9001)]
+        port: u16,
+        /// The frontend's HTTP address (instead of --port).
+        #[arg(long, conflicts_with = "port")]
+        frontend: Option<String>,
+        /// Every frontend, whose events are gathered: HTTP ports or host:port.
+        #[arg(long, value_delimiter = ',', default_value = "9001,9002,9003")]
+        frontends: Vec<String>,
+        /// The dbserver's address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        db: String,
+        /// The picture to write: FILE.svg, or FILE.html (the same, self-contained, with
+        /// each arrow's events shown on hover).
+        #[arg(short = 'o', long, value_parser = picture_path)]
+        output: PathBuf,
+    },
+}
+
+fn picture_path(text: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(text);
+    crate::cli::trace::check_output(&path)?;
+    Ok(path)
 }
 
 /// `--check`: hold the run to the lab's claims.

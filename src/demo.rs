@@ -243,6 +243,7 @@ async fn herds(t: &Topology, delay: Duration) -> Result<(), String> {
 fn plan(t: &Topology) -> Plan {
     Plan {
         key: None,
+        trace: None,
         requests: 1000,
         frontends: (0..t.frontends.len())
             .map(|i| t.http_addr(i).to_owned())

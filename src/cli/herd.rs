@@ -18,6 +18,9 @@ use super::check::{Checker, Reads, Verdict};
 use super::{exit, fail, print_report, short, TIMEOUT};
 use crate::client::{ClientError, DbClient, FrontendClient};
 use crate::stats::NodeStats;
+use crate::trace::{Kind, TraceParent};
+
+use super::spacetime;
 
 /// What to fire, and where.
 #[derive(Debug, Clone)]
@@ -33,6 +36,8 @@ pub struct Plan {
     pub client_timeout: std::time::Duration,
     /// End with the checker's verdict (`--check`).
     pub check: bool,
+    /// Trace the herd and draw it here (`--trace FILE.svg|html`).
+    pub trace: Option<std::path::PathBuf>,
 }
 
 /// What happened.
@@ -59,6 +64,31 @@ pub struct Report {
     /// The checker's verdict, with `--check`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub check: Option<Verdict>,
+    /// What the trace saw, with `--trace`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace: Option<Traced>,
+}
+
+/// A traced herd's events, counted, and its picture.
+#[derive(Debug, Clone, Serialize)]
+pub struct Traced {
+    pub trace: String,
+    /// Requests that arrived from the cli, over all frontends.
+    pub arrivals: usize,
+    /// Flights started, per node (name, count).
+    pub flights: Vec<(String, usize)>,
+    /// Requests that joined a flight instead, over all nodes.
+    pub joined: usize,
+    /// Reads the dbserver answered, as its own events say.
+    pub db_reads: usize,
+    pub peer_calls: usize,
+    /// Where the picture went, or why it could not be written.
+    pub picture: Result<std::path::PathBuf, String>,
+    pub lanes: usize,
+    pub arrows: usize,
+    /// Nodes whose events could not be gathered; events their rings let go.
+    pub missing: Vec<String>,
+    pub dropped: u64,
 }
 
 /// What the herd did to one frontend: its counters, after − before.
@@ -143,6 +173,8 @@ pub async fn measure(
     }
     let owner = frontends[0].owner(&key).await.ok().map(|o| o.owner);
 
+    // One trace for the whole herd; each request is a span of its own in it.
+    let root = plan.trace.as_ref().map(|_| TraceParent::new());
     let bar = progress_bar(plan.requests as u64, progress);
     let started = Instant::now();
     // Every request is created before any is awaited, and FuturesUnordered polls them all
@@ -151,9 +183,10 @@ pub async fn measure(
         .map(|i| {
             let frontend = &frontends[i % frontends.len()];
             let key = &key;
+            let trace = root.map(|r| r.sibling());
             async move {
                 let sent = Instant::now();
-                let answer = frontend.cget(key).await;
+                let answer = frontend.cget_traced(key, trace).await;
                 (answer, sent.elapsed())
             }
         })
@@ -219,7 +252,12 @@ pub async fn measure(
         let reads = Reads::between(db_reads, &nodes_before, &nodes_after);
         checker.verdict(&reads)
     });
+    let trace = match (root, &plan.trace) {
+        (Some(root), Some(path)) => Some(draw_trace(root, path, &key, &frontends, &db).await),
+        _ => None,
+    };
     Ok(Report {
+        trace,
         key,
         owner,
         requests: plan.requests,
@@ -235,6 +273,69 @@ pub async fn measure(
         seconds,
         check,
     })
+}
+
+/// Gathers the herd's events from every node, counts them and draws them.
+async fn draw_trace(
+    root: TraceParent,
+    path: &std::path::Path,
+    key: &str,
+    frontends: &[FrontendClient],
+    db: &DbClient,
+) -> Traced {
+    let gathered = super::trace::gather(root.trace, Vec::new(), frontends, db).await;
+    let count = |kind: Kind| {
+        gathered
+            .events
+            .iter()
+            .filter(|e| e.event.kind == kind)
+            .count()
+    };
+    let mut flights: Vec<(String, usize)> = Vec::new();
+    for e in gathered
+        .events
+        .iter()
+        .filter(|e| e.event.kind == Kind::FlightStarted)
+    {
+        match flights.iter_mut().find(|(node, _)| *node == e.node) {
+            Some((_, n)) => *n += 1,
+            None => flights.push((e.node.clone(), 1)),
+        }
+    }
+    flights.sort();
+    let db_node = gathered
+        .lanes
+        .last()
+        .map(|l| l.node.clone())
+        .unwrap_or_default();
+    let arrivals = gathered
+        .events
+        .iter()
+        .filter(|e| e.event.kind == Kind::Arrived && e.event.detail.peer.is_none())
+        .filter(|e| e.node != db_node)
+        .count();
+    let title = format!("herd of {arrivals} cgets for {key}");
+    let diagram = spacetime::build(&title, gathered.lanes.clone(), &gathered.events);
+    let picture = spacetime::save(path, &diagram)
+        .map(|()| path.to_owned())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()));
+    Traced {
+        trace: format!("{:032x}", root.trace),
+        arrivals,
+        flights,
+        joined: count(Kind::FlightJoined),
+        db_reads: gathered
+            .events
+            .iter()
+            .filter(|e| e.event.kind == Kind::Answered && e.node == db_node)
+            .count(),
+        peer_calls: count(Kind::PeerCallOut),
+        picture,
+        lanes: diagram.lanes.len(),
+        arrows: diagram.arrows(),
+        missing: gathered.missing,
+        dropped: gathered.dropped,
+    }
 }
 
 impl NodeLoads {
@@ -353,6 +454,43 @@ pub fn render(r: &Report) -> String {
         "  latency: p50 {:.1} ms · p90 {:.1} ms · p99 {:.1} ms · max {:.1} ms",
         l.p50, l.p90, l.p99, l.max
     );
+    if let Some(t) = &r.trace {
+        let flights: Vec<String> = t
+            .flights
+            .iter()
+            .map(|(node, n)| format!("{} on {}", n, short(node)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "  trace {}: {} arrivals · flights started: {} · {} joined a flight · {} peer calls · {} database reads",
+            t.trace,
+            t.arrivals,
+            if flights.is_empty() { "none".to_owned() } else { flights.join(", ") },
+            t.joined,
+            t.peer_calls,
+            t.db_reads
+        );
+        for missing in &t.missing {
+            let _ = writeln!(out, "  (no events from {missing})");
+        }
+        if t.dropped > 0 {
+            let _ = writeln!(
+                out,
+                "  (the nodes' rings had let {} older events go: the picture may miss some)",
+                t.dropped
+            );
+        }
+        let _ = match &t.picture {
+            Ok(path) => writeln!(
+                out,
+                "  picture: {} ({} lanes, {} arrows)",
+                path.display(),
+                t.lanes,
+                t.arrows
+            ),
+            Err(e) => writeln!(out, "  picture: {e}"),
+        };
+    }
     if let Some(verdict) = &r.check {
         out.push_str(&super::check::render(verdict));
     }

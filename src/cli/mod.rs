@@ -6,6 +6,8 @@
 //! - [`stats`] — every node's counters as one table;
 //! - [`fault`] — fault rules on the frontends' calls: partitions, delays, drops, stalls;
 //! - [`check`] — `--check`: the verdict on a herd or bench, valid or INVALID;
+//! - [`trace`] — `trace cget`: one request's events from every node, and its picture;
+//! - [`spacetime`] — a trace drawn as a spacetime diagram (SVG or self-contained HTML);
 //! - [`chaos`] — a seeded run of load while faults come and go, with its timeline.
 //!
 //! Values and reports go to stdout, explanations and errors to stderr. Exit codes: 0 found
@@ -16,7 +18,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::args::{address, CliArgs, CliCommand};
+use crate::args::{address, CliArgs, CliCommand, TraceCommand};
 use crate::logging;
 
 pub mod bench;
@@ -25,8 +27,10 @@ pub mod check;
 pub mod fault;
 pub mod herd;
 pub mod kv;
+pub mod spacetime;
 pub mod stats;
 pub mod timeline;
+pub mod trace;
 
 /// How long the cli waits for an answer: far beyond the database delay, short of forever.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -53,9 +57,11 @@ pub async fn run(args: CliArgs) -> ExitCode {
             requests,
             frontends,
             db,
+            trace,
             check,
         } => {
             let plan = herd::Plan {
+                trace,
                 key,
                 requests: requests as usize,
                 frontends: frontends.iter().map(|f| address(f)).collect(),
@@ -127,6 +133,26 @@ pub async fn run(args: CliArgs) -> ExitCode {
                 client_timeout,
             };
             chaos::run(plan, json).await
+        }
+        CliCommand::Trace {
+            what:
+                TraceCommand::Cget {
+                    key,
+                    port,
+                    frontend,
+                    frontends,
+                    db,
+                    output,
+                },
+        } => {
+            let plan = trace::Plan {
+                key,
+                frontend: frontend.map_or_else(|| format!("127.0.0.1:{port}"), |f| address(&f)),
+                frontends: frontends.iter().map(|f| address(f)).collect(),
+                db: address(&db),
+                output,
+            };
+            trace::run(plan, json).await
         }
         command => kv::run(command, json).await,
     };
