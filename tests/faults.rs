@@ -461,31 +461,8 @@ async fn a_seeded_chaos_run_on_a_correct_topology_is_valid_and_follows_its_seed(
         .filter(|n| n.attribute("class") == Some("fault"))
         .count();
     assert_eq!(bands, drawn.len());
-    render_at_800_px(&svg);
+    common::render_at_800_px(&svg);
     t.stop().await;
-}
-
-/// Renders the SVG with `rsvg-convert` to 800 px. Without the tool the check is skipped
-/// with a notice; on CI (`CI=true`), where `.ci/run` installs it, a missing tool fails.
-fn render_at_800_px(svg: &std::path::Path) {
-    let png = svg.with_extension("png");
-    match std::process::Command::new("rsvg-convert")
-        .args(["-w", "800", "-o"])
-        .arg(&png)
-        .arg(svg)
-        .status()
-    {
-        Ok(status) => {
-            assert!(status.success(), "rsvg-convert failed on {}", svg.display());
-            assert!(std::fs::metadata(&png).unwrap().len() > 1000);
-        }
-        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
-            eprintln!(
-                "skipped the rendering check: rsvg-convert ({e}); apt-get install librsvg2-bin"
-            );
-        }
-        Err(e) => panic!("rsvg-convert is needed on CI: {e}"),
-    }
 }
 
 #[test]
@@ -668,6 +645,6 @@ async fn bench_draws_its_timeline_one_interval_after_another() {
             .count(),
         0
     );
-    render_at_800_px(&svg);
+    common::render_at_800_px(&svg);
     t.stop().await;
 }

@@ -163,3 +163,26 @@ pub fn free_block(n: u16) -> u16 {
     }
     panic!("no free block of ports");
 }
+
+/// Renders `svg` to a PNG 800 px wide with `rsvg-convert`, and fails if it cannot. Without
+/// the tool it skips with a notice, except on CI (`CI=true`), where it fails.
+pub fn render_at_800_px(svg: &std::path::Path) {
+    let png = svg.with_extension("png");
+    match std::process::Command::new("rsvg-convert")
+        .args(["-w", "800", "-o"])
+        .arg(&png)
+        .arg(svg)
+        .status()
+    {
+        Ok(status) => {
+            assert!(status.success(), "rsvg-convert failed on {}", svg.display());
+            assert!(std::fs::metadata(&png).unwrap().len() > 1000);
+        }
+        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!(
+                "skipped the rendering check: rsvg-convert ({e}); apt-get install librsvg2-bin"
+            );
+        }
+        Err(e) => panic!("rsvg-convert is needed on CI: {e}"),
+    }
+}
