@@ -4,7 +4,9 @@
 #   bash bench/ab.sh OLD_BINARY NEW_BINARY        e.g. a release build of the last commit
 #                                                 against one of the working tree
 #
-# Needs: wrk, taskset, curl, jq. Knobs: ROUNDS=3 WRK_SECONDS=10 HIT_KEYS=100 QUIET_WAIT=120.
+# Needs: wrk, taskset, curl, jq. Knobs: ROUNDS=3 WRK_SECONDS=10 HIT_KEYS=100 QUIET_WAIT=120,
+# and A_FLAGS / B_FLAGS: more flags for each side's frontends, to compare two settings of
+# one binary (bench/events.sh: `--events 0` against the default).
 #
 # Each binary gets its own topology (a dbserver and three frontends, every server on CPU 0);
 # `wrk -t1 -c32` on CPU 1 asks one frontend for keys it owns (its main cache), in
@@ -22,15 +24,16 @@ need wrk taskset:util-linux
 begin
 HIT_KEYS=${HIT_KEYS:-100}
 
+declare -A FLAGS=([a]=${A_FLAGS:-} [b]=${B_FLAGS:-})
 declare -A BIN=([a]=$1 [b]=$2) DB=([a]=127.0.0.1:18080 [b]=127.0.0.1:18081) PID=()
 declare -A PEERS=([a]=18001,18002,18003 [b]=18011,18012,18013)
 ports_free 18080 18081 18001 18002 18003 18011 18012 18013 19001 19002 19003 19011 19012 19013
 
 for side in a b; do
-    say "$side: ${BIN[$side]}, dbserver ${DB[$side]}, frontends ${PEERS[$side]}, on CPU 0"
+    say "$side: ${BIN[$side]} ${FLAGS[$side]}, dbserver ${DB[$side]}, frontends ${PEERS[$side]}, on CPU 0"
     GCLAB=${BIN[$side]} start_dbserver --cpu 0 "${DB[$side]}" 0ms
     for port in ${PEERS[$side]//,/ }; do
-        GCLAB=${BIN[$side]} start_frontend --cpu 0 "$port" "${PEERS[$side]}" "${DB[$side]}"
+        GCLAB=${BIN[$side]} FRONTEND_FLAGS=${FLAGS[$side]} start_frontend --cpu 0 "$port" "${PEERS[$side]}" "${DB[$side]}"
         wait_for "http://127.0.0.1:$((port + 1000))/stats" "$LAST_PID"
         [[ $port != "${PEERS[$side]%%,*}" ]] || PID[$side]=$LAST_PID
     done
@@ -60,10 +63,10 @@ for ((round = 1; round <= ROUNDS; round++)); do
 done
 stop_all
 
-jqm -s --arg a "$1" --arg b "$2" 'include "lib";
+jqm -s --arg a "$1" --arg b "$2" --arg fa "${FLAGS[a]}" --arg fb "${FLAGS[b]}" 'include "lib";
     (group_by(.side) | map({key: .[0].side, value: {rps: (map(.rps) | median | round),
         cpu_us_per_req: (map(.cpu_us_per_req) | median),
         p50_us: (map(.p50_us) | median), p99_us: (map(.p99_us) | median),
         errors: (map(.errors) | add), rounds: map(.rps | round)}}) | from_entries) as $s
-    | {a: ({binary: $a} + $s.a), b: ({binary: $b} + $s.b),
+    | {a: ({binary: $a, flags: $fa} + $s.a), b: ({binary: $b, flags: $fb} + $s.b),
        b_vs_a: {rps: ($s.b.rps / $s.a.rps | round(3)), cpu_us_per_req: ($s.b.cpu_us_per_req / $s.a.cpu_us_per_req | round(3))}}' "$WORK/ab.jsonl"

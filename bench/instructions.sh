@@ -3,7 +3,8 @@
 #
 #   bash bench/instructions.sh OLD_BINARY NEW_BINARY
 #
-# Needs: valgrind, python3, curl, jq. Knobs: ROUNDS=3 FEW=1000 MANY=8000.
+# Needs: valgrind, python3, curl, jq. Knobs: ROUNDS=3 FEW=1000 MANY=8000, and A_FLAGS /
+# B_FLAGS: more flags for each side's frontend (see bench/events.sh).
 #
 # wrk's req/s on this 2-core machine moves by 10-20% from round to round, more than most
 # changes to the hit path cost; an instruction count does not. Each round runs a lone
@@ -34,9 +35,9 @@ for _ in range(n):
     assert r.status == 200, r.status
 EOF
 
-# total BINARY N: the instructions a frontend ran, start to stop, serving N hits.
+# total BINARY N [FLAGS]: the instructions a frontend ran, start to stop, serving N hits.
 total() {
-    local bin=$1 n=$2 out="$WORK/callgrind.$RANDOM"
+    local bin=$1 n=$2 flags=${3:-} out="$WORK/callgrind.$RANDOM"
     rm -rf "$WORK/data"
     GCLAB=$bin start_dbserver 127.0.0.1:18180 0ms
     wait_for http://127.0.0.1:18180/stats "$LAST_PID"
@@ -44,7 +45,7 @@ total() {
     "$bin" cli set --key foo --value "a value of thirty bytes, ok." --db 127.0.0.1:18180 \
         --frontends "" >/dev/null
     start frontend valgrind --tool=callgrind --callgrind-out-file="$out" \
-        "$bin" frontend --port 18101 --peers 18101 --db 127.0.0.1:18180
+        "$bin" frontend --port 18101 --peers 18101 --db 127.0.0.1:18180 $flags
     local fe=$LAST_PID
     wait_for http://127.0.0.1:19101/stats "$fe"
     python3 "$WORK/hits.py" 19101 "$n"
@@ -53,11 +54,11 @@ total() {
     sed -n 's/^summary: //p' "$out"
 }
 
-declare -A BIN=([a]=$1 [b]=$2) PER=([a]= [b]=)
+declare -A BIN=([a]=$1 [b]=$2) PER=([a]= [b]=) FLAGS=([a]=${A_FLAGS:-} [b]=${B_FLAGS:-})
 for ((round = 1; round <= ROUNDS; round++)); do
     for side in a b; do
-        few=$(total "${BIN[$side]}" "$FEW")
-        many=$(total "${BIN[$side]}" "$MANY")
+        few=$(total "${BIN[$side]}" "$FEW" "${FLAGS[$side]}")
+        many=$(total "${BIN[$side]}" "$MANY" "${FLAGS[$side]}")
         per=$(((many - few) / (MANY - FEW)))
         PER[$side]+="$per "
         say "round $round $side: $per instructions per hit"
@@ -67,6 +68,6 @@ done
 median() { tr ' ' '\n' | grep . | sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
 a=$(median <<<"${PER[a]}")
 b=$(median <<<"${PER[b]}")
-jq -n --arg a "$1" --arg b "$2" --argjson ia "$a" --argjson ib "$b" \
-    '{a: {binary: $a, instructions_per_hit: $ia}, b: {binary: $b, instructions_per_hit: $ib},
+jq -n --arg a "$1" --arg b "$2" --arg fa "${FLAGS[a]}" --arg fb "${FLAGS[b]}" --argjson ia "$a" --argjson ib "$b" \
+    '{a: {binary: $a, flags: $fa, instructions_per_hit: $ia}, b: {binary: $b, flags: $fb, instructions_per_hit: $ib},
       b_vs_a: (($ib / $ia * 1000 | round) / 1000)}'

@@ -180,7 +180,9 @@ start_dbserver() {
 start_frontend() {
     local pin=()
     if [[ $1 == --cpu ]]; then pin=(--cpu "$2"); shift 2; fi
-    start "${pin[@]}" "frontend-$1" "$GCLAB" frontend --port "$1" --peers "$2" --db "$3"
+    # FRONTEND_FLAGS: more flags for the frontend, split on spaces (e.g. "--events 0").
+    # shellcheck disable=SC2086
+    start "${pin[@]}" "frontend-$1" "$GCLAB" frontend --port "$1" --peers "$2" --db "$3" ${FRONTEND_FLAGS:-}
 }
 
 # curl_config METHOD URL [SIZE] < NAMES: a curl config file with one request per name on

@@ -455,20 +455,28 @@ pub fn render(r: &Report) -> String {
         l.p50, l.p90, l.p99, l.max
     );
     if let Some(t) = &r.trace {
-        let flights: Vec<String> = t
+        let plural =
+            |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        let per_node: Vec<String> = t
             .flights
             .iter()
-            .map(|(node, n)| format!("{} on {}", n, short(node)))
+            .map(|(node, n)| format!("{n} on {}", short(node)))
             .collect();
+        let started: usize = t.flights.iter().map(|(_, n)| n).sum();
         let _ = writeln!(
             out,
-            "  trace {}: {} arrivals · flights started: {} · {} joined a flight · {} peer calls · {} database reads",
+            "  trace {}: {} · {} · {}{} · {} joined one · {}",
             t.trace,
-            t.arrivals,
-            if flights.is_empty() { "none".to_owned() } else { flights.join(", ") },
+            plural(t.arrivals, "arrival", "arrivals"),
+            plural(t.db_reads, "database read", "database reads"),
+            plural(started, "flight", "flights"),
+            if per_node.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", per_node.join(", "))
+            },
             t.joined,
-            t.peer_calls,
-            t.db_reads
+            plural(t.peer_calls, "peer call", "peer calls"),
         );
         for missing in &t.missing {
             let _ = writeln!(out, "  (no events from {missing})");
