@@ -56,8 +56,8 @@ async fn a_million_requests_leave_the_ring_at_its_cap_and_the_memory_within_its_
     // A hit notes 3 events; the first get of each key (a miss and a load) notes more.
     assert!(answer.recorded >= 3 * REQUESTS as u64);
     assert_eq!(answer.dropped, answer.recorded - DEFAULT_CAPACITY as u64);
-    // The budget: each kept event, its key's heap copy, and room for the allocator; an
-    // unbounded ring would hold 30 times as many events.
+    // The budget: each kept event at its full size (the ring keeps less), its key's heap
+    // copy, and room for the allocator; an unbounded ring would hold 30 times as many.
     let per_event = std::mem::size_of::<Event>() as u64 + 64;
     let budget = 2 * DEFAULT_CAPACITY as u64 * per_event + (16 << 20);
     assert!(
