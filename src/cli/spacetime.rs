@@ -343,14 +343,21 @@ pub fn build(title: &str, mut lanes: Vec<Lane>, events: &[NodeEvent]) -> Diagram
                     let (Some(from), Some(to)) = (lane(&node), lane(&peer)) else {
                         continue;
                     };
-                    row.arrows.push(arrow(
-                        from,
-                        to,
-                        &group,
-                        format!("tarpc get {key}"),
-                        Style::Peer,
-                        ms,
-                    ));
+                    // A call that failed is drawn here, where it happened (a refused
+                    // connection fails at once), not among the answers.
+                    let failure = group.iter().find_map(|out| failed_call(&events, out));
+                    let label = match failure {
+                        Some(error) => format!("✗ tarpc get {key}: {}", shorten(error, 32)),
+                        None => format!("tarpc get {key}"),
+                    };
+                    let style = if failure.is_some() {
+                        Style::Error
+                    } else {
+                        Style::Peer
+                    };
+                    let mut call = arrow(from, to, &group, label, style, ms);
+                    call.failed = failure.is_some();
+                    row.arrows.push(call);
                 }
             }
             Step::DbRead | Step::DbAnswer => {
@@ -408,25 +415,13 @@ pub fn build(title: &str, mut lanes: Vec<Lane>, events: &[NodeEvent]) -> Diagram
                     let (Some(to), Some(from)) = (lane(&node), lane(&peer)) else {
                         continue;
                     };
-                    let first = group[0];
-                    let (label, style, failed) = match first.event.detail.outcome {
-                        Some(Outcome::Error) => (
-                            format!(
-                                "✗ {}",
-                                shorten(
-                                    first.event.detail.error.as_deref().unwrap_or("failed"),
-                                    40
-                                )
-                            ),
-                            Style::Error,
-                            true,
-                        ),
-                        Some(Outcome::NotFound) => ("no such key".to_owned(), Style::Error, false),
-                        _ => ("value".to_owned(), Style::Peer, false),
+                    let (label, style) = match group[0].event.detail.outcome {
+                        // Drawn in the call's row (see there).
+                        Some(Outcome::Error) => continue,
+                        Some(Outcome::NotFound) => ("no such key".to_owned(), Style::Error),
+                        _ => ("value".to_owned(), Style::Peer),
                     };
-                    let mut back = arrow(from, to, &group, label, style, ms);
-                    back.failed = failed;
-                    row.arrows.push(back);
+                    row.arrows.push(arrow(from, to, &group, label, style, ms));
                 }
             }
             Step::Answer => {
@@ -508,6 +503,21 @@ fn counted(n: usize, one: &str, many: &str) -> String {
     } else {
         format!("{n} {many}")
     }
+}
+
+/// Why the peer call `out` failed, if its answer (`peer_call_in`) says it did.
+fn failed_call<'a>(events: &[&'a NodeEvent], out: &NodeEvent) -> Option<&'a str> {
+    events
+        .iter()
+        .find(|e| {
+            e.event.kind == Kind::PeerCallIn
+                && e.node == out.node
+                && e.event.span == out.event.span
+                && e.event.detail.peer == out.event.detail.peer
+                && e.event.at_ns >= out.event.at_ns
+        })
+        .filter(|e| e.event.detail.outcome == Some(Outcome::Error))
+        .map(|e| e.event.detail.error.as_deref().unwrap_or("failed"))
 }
 
 /// How long the read that `answer` ended took, from its `db_read_out`.
@@ -664,7 +674,7 @@ pub fn draw(diagram: &Diagram) -> Document {
                         if serves {
                             text(x(lane) - 9.0, end - 4.0, said, 9.5, "end")
                         } else {
-                            text(x(lane) + 9.0, top + 10.0, said, 9.5, "start")
+                            text(x(lane) + 9.0, top + 24.0, said, 9.5, "start")
                         }
                         .set("fill", "#6b4e00"),
                     ),
@@ -709,9 +719,19 @@ pub fn draw(diagram: &Diagram) -> Document {
                     .set("stroke", "#eee"),
             );
         }
+        let mut from_lane: HashMap<usize, usize> = HashMap::new();
         for a in &row.arrows {
             let (x1, x2) = (x(a.from), x(a.to));
-            let y1 = top + 10.0 + a.at * 20.0;
+            // Several groups from one node (a failed call, then the next in line) are
+            // stepped down, in the order they happened, so their labels do not overlap.
+            let nth = if a.from == 0 || !a.labelled {
+                0
+            } else {
+                let n = from_lane.entry(a.from).or_default();
+                *n += 1;
+                *n - 1
+            };
+            let y1 = top + 10.0 + a.at * 20.0 + 14.0 * nth.min(2) as f64;
             let y2 = y1 + 20.0;
             let mut g = Group::new()
                 .set("class", "arrow")
