@@ -475,10 +475,15 @@ pub enum TraceCommand {
     },
 }
 
+/// A picture the cli can draw: FILE.svg or FILE.html.
 fn picture_path(text: &str) -> Result<PathBuf, String> {
     let path = PathBuf::from(text);
-    crate::cli::trace::check_output(&path)?;
-    Ok(path)
+    match path.extension().and_then(|e| e.to_str()) {
+        Some(e) if ["svg", "html", "htm"].contains(&e.to_ascii_lowercase().as_str()) => Ok(path),
+        _ => Err(format!(
+            "{text} should end in .svg or .html: those are the pictures the cli draws"
+        )),
+    }
 }
 
 /// `--check`: hold the run to the lab's claims.

@@ -6,7 +6,7 @@
 //! drawn as a spacetime diagram ([`super::spacetime`]). `herd --trace` gathers the same
 //! way ([`gather`]).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Serialize;
 
@@ -271,16 +271,5 @@ pub fn said(e: &NodeEvent) -> String {
         Kind::DbReadIn if d.outcome == Some(Outcome::Error) => format!("the read failed: {error}"),
         Kind::DbReadIn => format!("the dbserver answered ({outcome})"),
         Kind::Answered => format!("answered ({outcome})"),
-    }
-}
-
-/// Whether `path` names a picture the cli can draw.
-pub fn check_output(path: &Path) -> Result<(), String> {
-    match path.extension().and_then(|e| e.to_str()) {
-        Some(e) if ["svg", "html", "htm"].contains(&e.to_ascii_lowercase().as_str()) => Ok(()),
-        _ => Err(format!(
-            "{} should end in .svg or .html: those are the pictures the cli draws",
-            path.display()
-        )),
     }
 }
