@@ -9,26 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{gclab, start, Topology};
+use common::{gclab, key_owned_by, start, Topology};
 use gclab::client::FrontendClient;
 use gclab::stats::NodeStats;
 use warp::Filter;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A key that frontend `i` owns, written to the dbserver with a value naming it.
-async fn key_owned_by(t: &Topology, i: usize, prefix: &str) -> String {
-    for n in 0.. {
-        let key = format!("{prefix}-{n}");
-        if t.owner_of(&key).await.unwrap() == i {
-            t.db.set(&key, Bytes::from(format!("value of {key}")))
-                .await
-                .unwrap();
-            return key;
-        }
-    }
-    unreachable!("some key is owned by every frontend")
-}
 
 /// Every frontend's HTTP address, for `--frontends`.
 fn frontends(t: &Topology) -> String {

@@ -7,23 +7,9 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{gclab, start, Topology};
+use common::{gclab, key_owned_by, start, Topology};
 use gclab::cli::spacetime;
 use gclab::trace::{Kind, NodeEvent};
-
-/// A key that frontend `i` owns, written to the dbserver.
-async fn key_owned_by(t: &Topology, i: usize, prefix: &str) -> String {
-    for n in 0.. {
-        let key = format!("{prefix}-{n}");
-        if t.owner_of(&key).await.unwrap() == i {
-            t.db.set(&key, Bytes::from(format!("value of {key}")))
-                .await
-                .unwrap();
-            return key;
-        }
-    }
-    unreachable!("some key is owned by every frontend")
-}
 
 /// Runs `gclab cli …` against `t` and returns its exit code and stdout.
 async fn cli(t: &Topology, args: &[&str]) -> (i32, String) {

@@ -478,16 +478,7 @@ pub fn render(r: &Report) -> String {
             t.joined,
             plural(t.peer_calls, "peer call", "peer calls"),
         );
-        for missing in &t.missing {
-            let _ = writeln!(out, "  (no events from {missing})");
-        }
-        if t.dropped > 0 {
-            let _ = writeln!(
-                out,
-                "  (the nodes' rings had let {} older events go: the picture may miss some)",
-                t.dropped
-            );
-        }
+        out.push_str(&super::trace::gaps(&t.missing, t.dropped));
         let _ = match &t.picture {
             Ok(path) => writeln!(
                 out,

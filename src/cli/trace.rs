@@ -224,16 +224,7 @@ pub fn render(r: &Report) -> String {
             said(e)
         );
     }
-    for missing in &r.missing {
-        let _ = writeln!(out, "  (no events from {missing})");
-    }
-    if r.dropped > 0 {
-        let _ = writeln!(
-            out,
-            "  (the nodes' rings had let {} older events go)",
-            r.dropped
-        );
-    }
+    out.push_str(&gaps(&r.missing, r.dropped));
     let _ = writeln!(
         out,
         "picture: {} ({} lanes, {} arrows)",
@@ -241,6 +232,21 @@ pub fn render(r: &Report) -> String {
         r.lanes,
         r.arrows
     );
+    out
+}
+
+/// What a gathered trace may lack, one line each: nodes that could not be asked, and events
+/// their rings had already let go.
+pub fn gaps(missing: &[String], dropped: u64) -> String {
+    let mut out = String::new();
+    for missing in missing {
+        out.push_str(&format!("  (no events from {missing})\n"));
+    }
+    if dropped > 0 {
+        out.push_str(&format!(
+            "  (the nodes' rings had let {dropped} older events go: the picture may miss some)\n"
+        ));
+    }
     out
 }
 

@@ -186,3 +186,17 @@ pub fn render_at_800_px(svg: &std::path::Path) {
         Err(e) => panic!("rsvg-convert is needed on CI: {e}"),
     }
 }
+
+/// A key that frontend `i` owns, written to the dbserver with a value naming it.
+pub async fn key_owned_by(t: &Topology, i: usize, prefix: &str) -> String {
+    for n in 0.. {
+        let key = format!("{prefix}-{n}");
+        if t.owner_of(&key).await.unwrap() == i {
+            t.db.set(&key, bytes::Bytes::from(format!("value of {key}")))
+                .await
+                .unwrap();
+            return key;
+        }
+    }
+    unreachable!("some key is owned by every frontend")
+}
