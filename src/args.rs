@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+/// `8002` → `127.0.0.1:8002`; `host:port` stays as it is. Used for --peers and --frontends.
+pub use crate::membership::address;
+
 /// A teaching lab: a slow database, three groupcache peers, and a cli to watch them.
 #[derive(Debug, Parser)]
 #[command(name = "gclab", version)]
@@ -117,6 +120,18 @@ pub struct FrontendArgs {
     /// All frontends must be given the same list.
     #[arg(long, value_delimiter = ',', default_value = "8001,8002,8003")]
     pub peers: Vec<String>,
+    /// Find the peers instead of listing them, and follow their changes:
+    /// `dns:NAME:PORT` (every address NAME resolves to, e.g. a Kubernetes headless
+    /// service) or `file:PATH` (one peer per line, as in --peers; re-read when it changes).
+    #[arg(long, conflicts_with = "peers", value_parser = crate::membership::Source::parse)]
+    pub peers_from: Option<crate::membership::Source>,
+    /// How often --peers-from looks again.
+    #[arg(long, default_value = "2s", value_parser = positive_duration)]
+    pub resolve_every: Duration,
+    /// The DNS server `--peers-from dns:` asks, as IP:PORT [default: the system's, from
+    /// /etc/resolv.conf]
+    #[arg(long, env = "GCLAB_DNS_SERVER")]
+    pub dns_server: Option<std::net::SocketAddr>,
     /// The HTTP port for clients [default: --port + 1000]
     #[arg(long)]
     pub http_port: Option<u16>,
@@ -142,6 +157,13 @@ pub struct FrontendArgs {
     /// Contrast switch: never ask a peer; every node loads every key itself.
     #[arg(long)]
     pub no_peers: bool,
+    /// Contrast switch: keep no hot cache, so every get of another node's key asks its owner.
+    #[arg(long)]
+    pub no_hot_cache: bool,
+    /// Contrast switch: when a key's owner changes, load it from the dbserver rather than
+    /// first asking the previous owner's cache (the warm hand-off).
+    #[arg(long)]
+    pub no_handoff: bool,
     /// Leave out the lines every request prints ("cli asked for foo", "foo found in the
     /// main cache"), keeping the loads: database and peer lines, and warnings.
     #[arg(long)]
@@ -195,22 +217,38 @@ impl FrontendArgs {
                 )
             })?,
         };
+        let me = std::net::SocketAddr::new(self.bind, self.port).to_string();
         let config = crate::frontend::Config {
             group: crate::group::Config {
-                me: std::net::SocketAddr::new(self.bind, self.port).to_string(),
-                peers: self.peers.iter().map(|p| address(p)).collect(),
+                me: me.clone(),
+                // With --peers-from the node starts alone, and takes in the others as soon
+                // as it has found them (see `membership`).
+                peers: match self.peers_from {
+                    Some(_) => vec![me],
+                    None => self.peers.iter().map(|p| address(p)).collect(),
+                },
                 db_addr: address(&self.db),
                 cache_bytes: usize::try_from(self.cache_bytes).unwrap_or(usize::MAX),
                 db_timeout: self.db_timeout,
                 peer_timeout: self.peer_timeout,
                 singleflight: !self.no_singleflight,
                 use_peers: !self.no_peers,
+                hot_cache: !self.no_hot_cache,
+                handoff: !self.no_handoff,
                 follow_changes: self.follow_changes,
                 stale_guard: !self.no_stale_guard,
                 ttl: self.ttl,
                 events: self.events,
             },
             client_timeout: self.client_timeout,
+            membership: self
+                .peers_from
+                .clone()
+                .map(|source| crate::membership::Follow {
+                    source,
+                    every: self.resolve_every,
+                    dns_server: self.dns_server,
+                }),
         };
         config.group.validate().map_err(|e| e.to_string())?;
         let http_addr = std::net::SocketAddr::new(self.bind, http_port).to_string();
@@ -593,14 +631,6 @@ impl CliArgs {
             self.command,
             CliCommand::Herd { .. } | CliCommand::Bench { .. } | CliCommand::Chaos { .. }
         )
-    }
-}
-
-/// `8002` → `127.0.0.1:8002`; `host:port` stays as it is. Used for --peers and --frontends.
-pub fn address(text: &str) -> String {
-    match text.trim().parse::<u16>() {
-        Ok(port) => format!("127.0.0.1:{port}"),
-        Err(_) => text.trim().to_owned(),
     }
 }
 

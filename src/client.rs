@@ -663,6 +663,9 @@ pub struct Applied {
 pub struct Ownership {
     pub key: String,
     pub owner: String,
+    /// The peers the node asked knows now, sorted.
+    #[serde(default)]
+    pub peers: Vec<String>,
     /// Every peer, best first.
     pub ranking: Vec<String>,
     /// Every peer's score for the key, best first: how the ranking was made.

@@ -42,6 +42,7 @@ use crate::group::{self, GetError, Group};
 use crate::http::{self, Limits, Problem};
 use crate::key;
 use crate::logging::HITS;
+use crate::membership;
 use crate::metrics::{Metrics, Snapshot};
 use crate::peer_server;
 use crate::stats::RESTARTED_BY_UP;
@@ -54,6 +55,18 @@ pub struct Config {
     pub group: group::Config,
     /// How long an HTTP client may take to send a request's headers.
     pub client_timeout: Duration,
+    /// Where to find the peers and follow their changes (`--peers-from`); `None` keeps
+    /// `group.peers` for good.
+    pub membership: Option<membership::Follow>,
+}
+
+/// Why a frontend could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] group::ConfigError),
+    #[error("--peers-from: {0}")]
+    Membership(String),
 }
 
 impl Config {
@@ -72,8 +85,12 @@ pub async fn run(
     http_listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), group::ConfigError> {
+) -> Result<(), StartError> {
     config.group.validate()?;
+    let finder = match &config.membership {
+        Some(follow) => Some(membership::Finder::new(follow).map_err(StartError::Membership)?),
+        None => None,
+    };
     let group = Arc::new(Group::new(&config.group));
     tokio::spawn(check_db(DbClient::new(
         &config.group.db_addr,
@@ -86,6 +103,15 @@ pub async fn run(
         group.invalidation().follow();
         let db = DbClient::new(&config.group.db_addr, config.group.db_timeout);
         tokio::spawn(follow::run(Arc::clone(&group), db, shutdown.clone()));
+    }
+    if let (Some(finder), Some(follow)) = (finder, &config.membership) {
+        let every = follow.every;
+        tokio::spawn(membership::run(
+            Arc::clone(&group),
+            finder,
+            every,
+            shutdown.clone(),
+        ));
     }
     let stopping = Arc::clone(&group);
     let told = shutdown.clone();
@@ -117,8 +143,9 @@ pub struct Api {
     pub metrics: Metrics,
     /// `x-gclab-node`: this node's name.
     node: HeaderValue,
-    /// `x-gclab-owner` for each peer that can own a key.
-    owners: Vec<(String, HeaderValue)>,
+    /// `x-gclab-owner` for each peer seen owning a key, made once per peer rather than on
+    /// every cache hit; a peer that joins later is added on its first key.
+    owners: arc_swap::ArcSwap<Vec<(String, HeaderValue)>>,
 }
 
 impl Api {
@@ -129,18 +156,27 @@ impl Api {
                 &["main", "hot", "peer", "db", "not_found", "error"],
             ),
             node: header(group.me()),
-            owners: peers.iter().map(|p| (p.clone(), header(p))).collect(),
+            owners: arc_swap::ArcSwap::from_pointee(
+                peers.iter().map(|p| (p.clone(), header(p))).collect(),
+            ),
             group,
         }
     }
 
     /// The `x-gclab-owner` value for `key`.
     fn owner_header(&self, key: &str) -> HeaderValue {
-        let owner = self.group.owner(key);
-        self.owners
-            .iter()
-            .find(|(peer, _)| peer == owner)
-            .map_or_else(|| header(owner), |(_, value)| value.clone())
+        let members = self.group.members();
+        let owner = members.ring.owner(key);
+        if let Some((_, value)) = self.owners.load().iter().find(|(peer, _)| peer == owner) {
+            return value.clone();
+        }
+        let value = header(owner);
+        self.owners.rcu(|owners| {
+            let mut owners = Vec::clone(owners);
+            owners.push((owner.to_owned(), value.clone()));
+            owners
+        });
+        value
     }
 }
 
@@ -390,9 +426,11 @@ async fn applied_get(
 
 async fn owner_get(raw_key: String, api: Arc<Api>) -> Result<warp::reply::Response, Rejection> {
     let key = key::decode(&raw_key).map_err(Problem::bad_key)?;
-    let scores = api.group.scores(&key);
+    let members = api.group.members();
+    let scores = members.ring.scores(&key);
     Ok(http::json(&Ownership {
-        owner: api.group.owner(&key).to_owned(),
+        owner: members.ring.owner(&key).to_owned(),
+        peers: members.peers(),
         ranking: scores.iter().map(|(peer, _)| (*peer).to_owned()).collect(),
         scores: scores
             .iter()

@@ -29,10 +29,12 @@
 //! loop even if two nodes disagreed on the owner. (It may join a flight this node already
 //! has for the key, which is how it shares one database read with this node's own clients.)
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use tokio::time::Instant as TokioInstant;
 
@@ -67,6 +69,11 @@ pub struct Config {
     pub singleflight: bool,
     /// Ask a key's owner (off: `--no-peers`, every node loads every key itself).
     pub use_peers: bool,
+    /// Keep 1 in 10 of the values peers send in the hot cache (off: `--no-hot-cache`).
+    pub hot_cache: bool,
+    /// After the peers change, ask a key's previous owner before the dbserver (off:
+    /// `--no-handoff`).
+    pub handoff: bool,
     /// Follow the dbserver's change stream and drop changed keys (`--follow-changes`).
     pub follow_changes: bool,
     /// Refuse a load that a newer change overtook (off: `--no-stale-guard`, to see the race).
@@ -113,6 +120,13 @@ impl Config {
             (true, false) => modes.push("no peers: loads every key itself".to_owned()),
             (false, false) => modes.push("no singleflight, no peers".to_owned()),
         }
+        if !self.hot_cache {
+            modes.push("no hot cache".to_owned());
+        }
+        if !self.handoff {
+            modes
+                .push("no hand-off: a key that changes owner is read from the dbserver".to_owned());
+        }
         if self.follow_changes {
             modes.push("follows changes".to_owned());
         }
@@ -130,7 +144,9 @@ impl Config {
 pub struct Group {
     /// This node's name: its peer address, as it appears in the ring.
     me: String,
-    ring: Ring,
+    /// Who the peers are, and so who owns what: swapped whole when the peers change
+    /// (`--peers-from`), read without a lock by every request.
+    members: ArcSwap<Members>,
     peers: Peers,
     db: DbClient,
     /// Keys this node owns (or loaded itself because their owner failed).
@@ -139,13 +155,21 @@ pub struct Group {
     hot_cache: Cache,
     /// The budget over main + hot, in bytes.
     cache_bytes: usize,
+    /// Loads that ask another peer, one flight per key: a client's Get of a key it does
+    /// not own.
     load_group: singleflight::Group<Got, GetError>,
+    /// Loads from the dbserver, one flight per key: a Get of a key this node owns, whether
+    /// from a client or a peer. See `load` for why the two are apart.
+    local_group: singleflight::Group<Got, GetError>,
     /// The longest a load spends asking peers before it loads the key itself.
     peer_timeout: Duration,
     /// The `--no-singleflight`, `--no-peers` and `--no-stale-guard` contrast switches.
     use_singleflight: bool,
     use_peers: bool,
     stale_guard: bool,
+    /// The `--no-hot-cache` and `--no-handoff` contrast switches.
+    hot_cache_on: bool,
+    handoff: bool,
     /// What the change stream has told this node (floors, the version applied).
     invalidation: Invalidation,
     /// The fault rules `cli fault` set on this node's peer and dbserver calls.
@@ -158,6 +182,39 @@ pub struct Group {
     /// What happened to each request, for `GET /events` and `gclab cli trace`.
     events: Arc<Events>,
 }
+
+/// The peers as this node knows them now, and as it knew them before they last changed.
+pub struct Members {
+    /// Who owns each key now.
+    pub ring: Ring,
+    /// Who owned each key before the last change, and when that was, for the warm
+    /// hand-off; `None` for a node whose peers never changed.
+    previous: Option<(Ring, Instant)>,
+}
+
+impl Members {
+    /// The peers, sorted.
+    pub fn peers(&self) -> Vec<String> {
+        let mut peers: Vec<String> = self.ring.peers().map(str::to_owned).collect();
+        peers.sort();
+        peers
+    }
+
+    /// `key`'s owner before the last change, if that was lately and it was another node
+    /// than the owner now.
+    fn previous_owner(&self, key: &str) -> Option<&str> {
+        let (previous, changed_at) = self.previous.as_ref()?;
+        if changed_at.elapsed() > HANDOFF_WINDOW {
+            return None;
+        }
+        let before = previous.owner(key);
+        (before != self.ring.owner(key)).then_some(before)
+    }
+}
+
+/// How long after a change of peers a key's new owner asks the previous owner first. Long
+/// enough for the keys in use to move over; after it, a cold key pays no useless peek.
+const HANDOFF_WINDOW: Duration = Duration::from_secs(300);
 
 /// A value and where this node found it.
 #[derive(Debug, Clone)]
@@ -229,9 +286,13 @@ enum PeerAnswer {
 impl Group {
     pub fn new(config: &Config) -> Group {
         let faults = Arc::new(Faults::default());
+        let load_group = singleflight::Group::default();
         Group {
             me: config.me.clone(),
-            ring: Ring::new(config.peers.iter().cloned()),
+            members: ArcSwap::from_pointee(Members {
+                ring: Ring::new(config.peers.iter().cloned()),
+                previous: None,
+            }),
             peers: Peers::new(
                 &config.me,
                 config.peers.iter().filter(|p| **p != config.me),
@@ -244,10 +305,13 @@ impl Group {
             hot_cache: Cache::new(config.ttl.is_some()),
             cache_bytes: config.cache_bytes,
             peer_timeout: config.peer_timeout,
-            load_group: singleflight::Group::default(),
+            local_group: load_group.sharing_numbers(),
+            load_group,
             use_singleflight: config.singleflight,
             use_peers: config.use_peers,
             stale_guard: config.stale_guard,
+            hot_cache_on: config.hot_cache,
+            handoff: config.handoff,
             invalidation: Invalidation::default(),
             ttl: config.ttl,
             stopping: AtomicBool::new(false),
@@ -304,6 +368,16 @@ impl Group {
     }
 
     /// Loads a key that missed the cache, once for all concurrent callers.
+    ///
+    /// A key this node does not own is loaded in a `load_group` flight, which asks its
+    /// owner; a key it owns, or a peer's ask, in a `local_group` flight, which reads the
+    /// dbserver. One map of flights for both was the first design, and it had a wait-for
+    /// cycle: while two nodes disagree on a key's owner (their peer lists differ for a
+    /// moment), A's flight for the key waits on its call to B, B's flight waits on its
+    /// call to A, and each node's ask from the other joined that node's own flight, so both
+    /// waited until `--peer-timeout`. Apart, a peer's ask joins only a flight that reads
+    /// the dbserver, which waits on nothing but the dbserver: the cycle cannot close, and
+    /// the key costs at most two reads, one per side of the disagreement.
     async fn load(
         self: &Arc<Self>,
         key: &str,
@@ -311,6 +385,35 @@ impl Group {
         span: Span,
     ) -> Result<Got, GetError> {
         Stats::add(&self.stats.loads);
+        let owner_elsewhere = self.members.load().ring.owner(key) != self.me;
+        if may_forward && self.use_peers && owner_elsewhere {
+            let flight = move |this: Arc<Self>, key: String| async move {
+                Stats::add(&this.stats.loads_deduped);
+                this.load_from_peers(&key, span).await
+            };
+            self.in_flight(&self.load_group, key, span, flight).await
+        } else {
+            let flight = move |this: Arc<Self>, key: String| async move {
+                Stats::add(&this.stats.loads_deduped);
+                this.load_locally(&key, span).await
+            };
+            self.in_flight(&self.local_group, key, span, flight).await
+        }
+    }
+
+    /// Runs `load` in one of `flights` for `key`, or joins the one in progress, and notes
+    /// which in the trace.
+    async fn in_flight<F, Fut>(
+        self: &Arc<Self>,
+        flights: &singleflight::Group<Got, GetError>,
+        key: &str,
+        span: Span,
+        load: F,
+    ) -> Result<Got, GetError>
+    where
+        F: FnOnce(Arc<Self>, String) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Got, GetError>> + Send + 'static,
+    {
         let this = Arc::clone(self);
         let owned_key = key.to_owned();
         let flight = move || async move {
@@ -323,8 +426,7 @@ impl Group {
                 Stats::add(&this.stats.cache_hits);
                 return Ok(got);
             }
-            Stats::add(&this.stats.loads_deduped);
-            this.load_once(&owned_key, may_forward, span).await
+            load(this, owned_key).await
         };
         if !self.use_singleflight {
             return flight().await;
@@ -332,7 +434,7 @@ impl Group {
         // The time is taken before `work`, where the caller becomes the flight's leader or
         // joins it; the flight's number is known only once `work` returns.
         let asked = trace::now_ns();
-        let call = self.load_group.work(key, flight).await;
+        let call = flights.work(key, flight).await;
         let kind = if call.leader {
             Kind::FlightStarted
         } else {
@@ -346,40 +448,56 @@ impl Group {
         call.result
     }
 
-    /// One real load: from the owner if that is another peer, else from the dbserver.
+    /// A load of a key another peer owns: ask it (or, while it is down, the next in line),
+    /// and keep 1 in 10 of its answers in the hot cache. When no peer can help, or its value
+    /// was overtaken by a change, the key is loaded here, in this node's own flight for it.
+    async fn load_from_peers(self: &Arc<Self>, key: &str, span: Span) -> Result<Got, GetError> {
+        let began = self.invalidation.epoch();
+        match self.ask_peers(key, span).await {
+            Some(Ok(loaded)) => {
+                // 1 in 10, as groupcache does: a key asked for often enough will land in
+                // the hot cache soon, one asked for once rarely will, so the hot cache
+                // fills with what is actually hot.
+                let cache =
+                    (self.hot_cache_on && fastrand::u8(..10) == 0).then_some(&self.hot_cache);
+                if self.populate_cache(key, &loaded, cache, began) {
+                    return got(loaded, Source::Peer);
+                }
+                // A newer change overtook the owner's answer; the dbserver has it.
+            }
+            Some(Err(e)) => return Err(e),
+            None => {}
+        }
+        let flight =
+            move |this: Arc<Self>, key: String| async move { this.load_locally(&key, span).await };
+        self.in_flight(&self.local_group, key, span, flight).await
+    }
+
+    /// A load of a key this node owns (or stands in for): from the dbserver, or, just after
+    /// the peers changed, from the key's previous owner's cache (the warm hand-off).
     ///
     /// A value that a newer change overtook while it loaded is refused (see
     /// `populate_cache`) and read again, so that no caller gets it either: callers may
-    /// have joined the flight after the change. The last tries go to the dbserver itself,
-    /// which holds every change it has told us about. A key overtaken on every try (it
-    /// changes faster than the dbserver answers) gets an error, never the refused value.
-    async fn load_once(&self, key: &str, may_forward: bool, span: Span) -> Result<Got, GetError> {
+    /// have joined the flight after the change. A key overtaken on every try (it changes
+    /// faster than the dbserver answers) gets an error, never the refused value.
+    async fn load_locally(&self, key: &str, span: Span) -> Result<Got, GetError> {
         let mut tries = 1;
         loop {
             let began = self.invalidation.epoch();
-            let last_try = tries == LOAD_TRIES;
-            // Peers for the first try only: an owner that has not applied the change yet
-            // would answer the same old value again.
-            let (loaded, source) = self.fetch(key, may_forward && tries == 1, span).await?;
-            let cache = match source {
-                Source::Db => Some(&self.main_cache),
-                // Keep 1 in 10 peer values in the hot cache, as groupcache does: a key
-                // asked for often enough will land there soon, one asked for once rarely
-                // will, so the hot cache fills with what is actually hot.
-                _ if fastrand::u8(..10) == 0 => Some(&self.hot_cache),
+            // The previous owner for the first try only: it may not have applied the
+            // change that overtook its value yet.
+            let handed_over = match tries {
+                1 => self.ask_previous_owner(key, span).await,
                 _ => None,
             };
-            if self.populate_cache(key, &loaded, cache, began) {
-                return match loaded.value {
-                    Some(value) => Ok(Got {
-                        value,
-                        source,
-                        version: loaded.version,
-                    }),
-                    None => Err(GetError::NotFound(loaded.version)),
-                };
+            let (loaded, source) = match handed_over {
+                Some(loaded) => (loaded, Source::Peer),
+                None => (self.get_locally(key, span).await?, Source::Db),
+            };
+            if self.populate_cache(key, &loaded, Some(&self.main_cache), began) {
+                return got(loaded, source);
             }
-            if last_try {
+            if tries == LOAD_TRIES {
                 return Err(GetError::Unavailable(format!(
                     "{key} changed again during each of {LOAD_TRIES} reads (it changes faster \
                      than the dbserver answers); try again"
@@ -389,19 +507,42 @@ impl Group {
         }
     }
 
-    /// Reads the key once: from a peer if one should have it, else from the dbserver.
-    async fn fetch(
-        &self,
-        key: &str,
-        may_forward: bool,
-        span: Span,
-    ) -> Result<(Loaded, Source), GetError> {
-        if may_forward && self.use_peers {
-            if let Some(answer) = self.ask_peers(key, span).await {
-                return answer.map(|loaded| (loaded, Source::Peer));
+    /// The warm hand-off. Lately after the peers changed, a key whose owner changed is first
+    /// asked of its previous owner, which most likely has it cached: so a node that joins
+    /// takes over its keys without a database herd. The ask is a peek, which never loads: a
+    /// previous owner that does not have the key answers `None` at once, rather than
+    /// reading the dbserver a second time. A previous owner that left the peers is not asked.
+    async fn ask_previous_owner(&self, key: &str, span: Span) -> Option<Loaded> {
+        if !self.handoff || !self.use_peers {
+            return None;
+        }
+        let previous = {
+            let members = self.members.load();
+            let previous = members.previous_owner(key)?;
+            if previous == self.me || !members.ring.peers().any(|p| p == previous) {
+                return None;
+            }
+            previous.to_owned()
+        };
+        if self.peers.backing_off(&previous).is_some() {
+            return None;
+        }
+        Stats::add(&self.stats.peer_peeks);
+        match self.peers.peek(&previous, key, span.as_parent()).await {
+            Ok(Some(loaded)) => {
+                Stats::add(&self.stats.peer_peek_hits);
+                tracing::info!(
+                    kind = "peer",
+                    "{key} handed over by {previous}, its owner before the peers changed"
+                );
+                Some(loaded)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!("asking {previous}, {key}'s previous owner, failed: {e}");
+                None
             }
         }
-        Ok((self.get_locally(key, span).await?, Source::Db))
     }
 
     /// Asks the key's owner, or, while it is down, the next peer in the key's ranking.
@@ -414,7 +555,16 @@ impl Group {
     async fn ask_peers(&self, key: &str, span: Span) -> Option<Result<Loaded, GetError>> {
         let started = Instant::now();
         let mut failed_over = false;
-        for peer in self.ring.ranking(key) {
+        let ranking: Vec<String> = {
+            let members = self.members.load();
+            members
+                .ring
+                .ranking(key)
+                .into_iter()
+                .map(str::to_owned)
+                .collect()
+        };
+        for peer in ranking.iter().map(String::as_str) {
             if peer == self.me {
                 return None; // this node is the owner, or next in line
             }
@@ -648,19 +798,63 @@ impl Group {
         self.faults.list()
     }
 
-    /// The key's owner: the first peer of its ranking.
-    pub fn owner(&self, key: &str) -> &str {
-        self.ring.owner(key)
+    /// Who the peers are now, and who owns what.
+    pub fn members(&self) -> arc_swap::Guard<Arc<Members>> {
+        self.members.load()
     }
 
-    /// Every peer with its rendezvous score for `key`, best first.
-    pub fn scores(&self, key: &str) -> Vec<(&str, u64)> {
-        self.ring.scores(key)
-    }
-
-    /// Whether `peer` is in this node's list of peers.
+    /// Whether `peer` is one of this node's peers now.
     pub fn knows(&self, peer: &str) -> bool {
-        self.ring.peers().any(|p| p == peer)
+        self.members.load().ring.peers().any(|p| p == peer)
+    }
+
+    /// The peers are now `peers` (this node is counted in whether listed or not). When
+    /// that is a change, the ring is rebuilt and the old one kept for the hand-off; the
+    /// change is logged and counted. Returns whether it was a change.
+    pub fn set_peers(&self, mut peers: Vec<String>) -> bool {
+        if !peers.contains(&self.me) {
+            peers.push(self.me.clone());
+        }
+        peers.sort();
+        peers.dedup();
+        let current = self.members.load_full();
+        let before = current.peers();
+        if before == peers {
+            return false;
+        }
+        let joined: Vec<String> = peers
+            .iter()
+            .filter(|p| !before.contains(p))
+            .map(|p| format!("+{p}"))
+            .collect();
+        let left: Vec<String> = before
+            .iter()
+            .filter(|p| !peers.contains(p))
+            .map(|p| format!("-{p}"))
+            .collect();
+        let others: Vec<String> = peers.iter().filter(|p| **p != self.me).cloned().collect();
+        self.peers.set(&others);
+        self.members.store(Arc::new(Members {
+            ring: Ring::new(peers.iter().cloned()),
+            previous: Some((Ring::new(before), Instant::now())),
+        }));
+        Stats::add(&self.stats.membership_changes);
+        tracing::info!(
+            kind = "peer",
+            "peers now {} ({})",
+            peers.join(","),
+            [joined, left].concat().join(" ")
+        );
+        true
+    }
+
+    /// A peer's peek (see `ask_previous_owner`): the key's value if this node's main cache
+    /// holds it. Never loads.
+    pub fn peek(&self, key: &str) -> Option<Loaded> {
+        self.main_cache.get(key).map(|entry| Loaded {
+            value: Some(entry.value),
+            version: entry.version,
+        })
     }
 
     /// Tells the group its node is stopping (see `stopping`).
@@ -686,7 +880,20 @@ impl Group {
         stats.following = self.invalidation.following();
         stats.last_version_applied = self.invalidation.applied();
         stats.faults = self.faults.stats();
+        stats.peers = self.members.load().peers();
         stats
+    }
+}
+
+/// A load's answer as a Get's: the value, or "no such key".
+fn got(loaded: Loaded, source: Source) -> Result<Got, GetError> {
+    match loaded.value {
+        Some(value) => Ok(Got {
+            value,
+            source,
+            version: loaded.version,
+        }),
+        None => Err(GetError::NotFound(loaded.version)),
     }
 }
 

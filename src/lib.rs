@@ -11,6 +11,8 @@
 //!   `populate_cache`, with groupcache's names and counters.
 //! - [`singleflight`] — concurrent loads of one key become one.
 //! - [`ring`] — who owns a key: rendezvous hashing over the peer list.
+//! - [`membership`] — who the peers are, when DNS or a file names them
+//!   (`--peers-from`): looked up again every few seconds, the ring rebuilt on a change.
 //! - [`cache`] — a byte-counting LRU cache (the main and hot caches).
 //! - [`peers`] — the tarpc service a frontend uses to ask a key's owner, and its clients.
 //! - [`invalidation`] — what the change stream has told a node: floors against the
@@ -58,6 +60,7 @@ pub mod http;
 pub mod invalidation;
 pub mod key;
 pub mod logging;
+pub mod membership;
 pub mod metrics;
 pub mod peer_server;
 pub mod peers;

@@ -69,6 +69,24 @@ impl Peer for PeerServer {
             Err(GetError::Unavailable(reason)) => Err(reason),
         }
     }
+
+    async fn peek(self, _: context::Context, from: String, key: String) -> Option<Loaded> {
+        key::validate(&key).ok()?;
+        self.check_asker(&from);
+        let found = self.group.peek(&key);
+        let said = if found.is_some() {
+            "had it"
+        } else {
+            "does not have it"
+        };
+        tracing::info!(kind = "peer", "{from} peeked at {key}: {said}");
+        found.filter(|loaded| {
+            loaded
+                .value
+                .as_ref()
+                .is_some_and(|v| v.len() <= MAX_VALUE_TO_SHARE)
+        })
+    }
 }
 
 /// This node's span for a peer's call: tarpc's own, made for the call as a child of the
@@ -89,6 +107,8 @@ impl PeerServer {
         if self.group.knows(from) {
             return;
         }
+        // Not always a mistake: with --peers-from, a node that just joined asks before the
+        // others have looked again. It is answered all the same (see `group::load`).
         let mut strangers = self
             .strangers
             .lock()

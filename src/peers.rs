@@ -46,6 +46,11 @@ pub trait Peer {
     /// database has no such key), or `Err(reason)` if it could not be loaded. `from` is the asker's name (its
     /// peer address), so a node can tell when it is asked by a peer it does not know of.
     async fn get(from: String, key: String) -> Result<Loaded, String>;
+
+    /// The value of `key` if the node asked has it in its main cache; `None` if not. It
+    /// never loads: this is how a key's new owner asks the previous one, after the peers
+    /// changed, before it reads the dbserver (the warm hand-off, in `group.rs`).
+    async fn peek(from: String, key: String) -> Option<Loaded>;
 }
 
 /// Wraps a TCP stream in tarpc's length-delimited bincode transport, frames capped.
@@ -87,7 +92,9 @@ pub const BACKOFF: Duration = Duration::from_secs(2);
 pub struct Peers {
     /// This node's name, sent with every call.
     me: String,
-    connections: std::collections::HashMap<String, Connection>,
+    /// The peers now, each with its connection. A std `RwLock`, held only to look up or
+    /// change the map, never across a call: the membership changes it, every call reads it.
+    connections: std::sync::RwLock<std::collections::HashMap<String, Arc<Connection>>>,
     timeout: Duration,
     /// The rules `cli fault` set on this node's calls (see `faults.rs`).
     faults: Arc<Faults>,
@@ -121,13 +128,36 @@ impl Peers {
     ) -> Self {
         Peers {
             me: me.to_owned(),
-            connections: peers
-                .into_iter()
-                .map(|p| (p.clone(), Connection::default()))
-                .collect(),
+            connections: std::sync::RwLock::new(
+                peers
+                    .into_iter()
+                    .map(|p| (p.clone(), Arc::default()))
+                    .collect(),
+            ),
             timeout,
             faults,
         }
+    }
+
+    /// The peers are now `peers` (not including this node): connections to the ones that
+    /// left are dropped, the ones that joined get theirs on first use.
+    pub fn set(&self, peers: &[String]) {
+        let mut connections = self
+            .connections
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        connections.retain(|peer, _| peers.contains(peer));
+        for peer in peers {
+            connections.entry(peer.clone()).or_default();
+        }
+    }
+
+    fn connection(&self, peer: &str) -> Option<Arc<Connection>> {
+        self.connections
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(peer)
+            .cloned()
     }
 
     /// Asks `peer` for `key`, on behalf of the request `parent` names.
@@ -137,10 +167,43 @@ impl Peers {
         key: &str,
         parent: TraceParent,
     ) -> Result<Loaded, PeerError> {
+        let (me, key) = (self.me.clone(), key.to_owned());
+        self.call(peer, parent, |client, ctx| async move {
+            client.get(ctx, me, key).await
+        })
+        .await?
+        .map_err(PeerError::Remote)
+    }
+
+    /// Asks `peer` whether it has `key` in its main cache, without making it load.
+    pub async fn peek(
+        &self,
+        peer: &str,
+        key: &str,
+        parent: TraceParent,
+    ) -> Result<Option<Loaded>, PeerError> {
+        let (me, key) = (self.me.clone(), key.to_owned());
+        self.call(peer, parent, |client, ctx| async move {
+            client.peek(ctx, me, key).await
+        })
+        .await
+    }
+
+    /// Makes one call to `peer`: through the fault rules, connected, within the deadline,
+    /// carrying the trace; and notes whether the peer could be reached.
+    async fn call<T, F, Fut>(
+        &self,
+        peer: &str,
+        parent: TraceParent,
+        send: F,
+    ) -> Result<T, PeerError>
+    where
+        F: FnOnce(PeerClient, context::Context) -> Fut,
+        Fut: std::future::Future<Output = Result<T, RpcError>>,
+    {
         let connection = self
-            .connections
-            .get(peer)
-            .ok_or_else(|| PeerError::Connect(format!("{peer} is not in --peers")))?;
+            .connection(peer)
+            .ok_or_else(|| PeerError::Connect(format!("{peer} is not one of the peers (now)")))?;
         let deadline = Instant::now() + self.timeout;
         // A fault rule acts here, where a real network would: before the call leaves.
         match self.faults.on_peer_call(peer) {
@@ -179,7 +242,7 @@ impl Peers {
                 // its own, a child of ours, and the peer notes its events under it.
                 ctx.trace_context.trace_id = parent.trace.into();
                 ctx.trace_context.span_id = parent.parent.into();
-                match client.get(ctx, self.me.clone(), key.to_owned()).await {
+                match send(client, ctx).await {
                     Ok(answer) => Ok(answer),
                     Err(RpcError::DeadlineExceeded) => Err(PeerError::Timeout(self.timeout)),
                     Err(e) => {
@@ -193,14 +256,14 @@ impl Peers {
             Err(e) => Err(e),
         };
         connection.record(peer, answer.is_ok());
-        answer?.map_err(PeerError::Remote)
+        answer
     }
 
     /// Ends `peer`'s back-off now: after `cli fault heal`, a healed peer should not sit out
     /// the rest of it. The next call is still the one probe (see `backing_off`), so a peer
     /// that is down for real costs one call, not one per waiting request.
     pub fn forgive(&self, peer: &str) {
-        if let Some(connection) = self.connections.get(peer) {
+        if let Some(connection) = self.connection(peer) {
             let mut health = connection
                 .health
                 .lock()
@@ -218,7 +281,7 @@ impl Peers {
     /// back-off is renewed for everyone else at once; so a peer that hangs costs one
     /// `--peer-timeout` per back-off, not one per request that arrives while the probe waits.
     pub fn backing_off(&self, peer: &str) -> Option<Duration> {
-        let connection = self.connections.get(peer)?;
+        let connection = self.connection(peer)?;
         let mut health = connection
             .health
             .lock()

@@ -43,15 +43,15 @@ pub struct Group<V, E> {
     // std `Mutex`, not tokio's: it is held only to look up or insert a map entry, never
     // across an `.await`, so the cheaper blocking lock is the right one.
     flights: Arc<Mutex<Flights<V, E>>>,
-    /// The last flight's number.
-    started: AtomicU64,
+    /// The last flight's number; shared by groups made with [`Group::sharing_numbers`].
+    started: Arc<AtomicU64>,
 }
 
 impl<V, E> Default for Group<V, E> {
     fn default() -> Self {
         Group {
             flights: Arc::default(),
-            started: AtomicU64::new(0),
+            started: Arc::default(),
         }
     }
 }
@@ -60,6 +60,17 @@ impl<V, E> Default for Group<V, E> {
 /// of waiting forever.
 pub trait FromPanic {
     fn from_panic(message: String) -> Self;
+}
+
+impl<V, E> Group<V, E> {
+    /// A second set of flights whose numbers continue this one's, so that no two flights on
+    /// a node have the same number in a trace.
+    pub fn sharing_numbers(&self) -> Self {
+        Group {
+            flights: Arc::default(),
+            started: Arc::clone(&self.started),
+        }
+    }
 }
 
 impl<V, E> Group<V, E>

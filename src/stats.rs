@@ -44,6 +44,12 @@ pub struct Stats {
     pub evictions_by_change: AtomicU64,
     /// Loads refused because a newer change arrived while they loaded (the stale-set race).
     pub stale_loads_refused: AtomicU64,
+    /// Times the list of peers changed (`--peers-from`), and the ring with it.
+    pub membership_changes: AtomicU64,
+    /// Keys whose owner changed, asked of the previous owner's cache before the dbserver
+    /// (the warm hand-off), and how many of those it had.
+    pub peer_peeks: AtomicU64,
+    pub peer_peek_hits: AtomicU64,
 }
 
 impl Stats {
@@ -71,6 +77,10 @@ impl Stats {
             changes_applied: read(&self.changes_applied),
             evictions_by_change: read(&self.evictions_by_change),
             stale_loads_refused: read(&self.stale_loads_refused),
+            membership_changes: read(&self.membership_changes),
+            peer_peeks: read(&self.peer_peeks),
+            peer_peek_hits: read(&self.peer_peek_hits),
+            peers: Vec::new(),
             last_version_applied: 0,
             faults: FaultStats::default(),
             main_cache,
@@ -113,6 +123,15 @@ pub struct NodeStats {
     pub evictions_by_change: u64,
     #[serde(default)]
     pub stale_loads_refused: u64,
+    #[serde(default)]
+    pub membership_changes: u64,
+    #[serde(default)]
+    pub peer_peeks: u64,
+    #[serde(default)]
+    pub peer_peek_hits: u64,
+    /// The peers this node knows now, sorted, itself included.
+    #[serde(default)]
+    pub peers: Vec<String>,
     /// The newest version of the change stream this node has applied.
     #[serde(default)]
     pub last_version_applied: u64,

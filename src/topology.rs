@@ -85,12 +85,15 @@ impl Topology {
                     peer_timeout: delay + Duration::from_secs(8),
                     singleflight: true,
                     use_peers: true,
+                    hot_cache: true,
+                    handoff: true,
                     follow_changes: false,
                     stale_guard: true,
                     ttl: None,
                     events: crate::trace::DEFAULT_CAPACITY,
                 },
                 client_timeout: Duration::from_secs(10),
+                membership: None,
             };
             tweak(&mut config);
             config.group.validate().map_err(std::io::Error::other)?;

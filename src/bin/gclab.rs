@@ -91,10 +91,17 @@ async fn run_frontend(args: FrontendArgs) -> Result<(), String> {
     let peer_listener = bind(&group.me, "frontend", "--port").await?;
     let http_listener = bind(&http_addr, "frontend", "--http-port").await?;
     let mode = group.mode().map_or(String::new(), |m| format!(" ({m})"));
+    let peers = match &config.membership {
+        Some(follow) => format!(
+            "{} (looked up every {})",
+            follow.source,
+            humantime::format_duration(follow.every)
+        ),
+        None => group.peers.join(","),
+    };
     tracing::info!(
-        "frontend {}{mode}: peers on {}, clients on http://{}, dbserver {}",
+        "frontend {}{mode}: peers on {peers}, clients on http://{}, dbserver {}",
         group.me,
-        group.peers.join(","),
         local_addr(&http_listener),
         group.db_addr
     );

@@ -29,12 +29,15 @@ pub fn frontend_config(me: &str, peers: Vec<String>, db: &str) -> Config {
             peer_timeout: Duration::from_secs(3),
             singleflight: true,
             use_peers: true,
+            hot_cache: true,
+            handoff: true,
             follow_changes: false,
             stale_guard: true,
             ttl: None,
             events: gclab::trace::DEFAULT_CAPACITY,
         },
         client_timeout: Duration::from_secs(10),
+        membership: None,
     }
 }
 
