@@ -372,12 +372,14 @@ impl Group {
     /// A key this node does not own is loaded in a `load_group` flight, which asks its
     /// owner; a key it owns, or a peer's ask, in a `local_group` flight, which reads the
     /// dbserver. One map of flights for both was the first design, and it had a wait-for
-    /// cycle: while two nodes disagree on a key's owner (their peer lists differ for a
-    /// moment), A's flight for the key waits on its call to B, B's flight waits on its
-    /// call to A, and each node's ask from the other joined that node's own flight, so both
+    /// cycle. When two nodes' lists differ (one names a node `localhost:8001` and the
+    /// other `127.0.0.1:8001`, or a node is not in its own list yet), each may think the
+    /// other owns a key: A's flight waits on its call to B, B's flight on its call to A,
+    /// and each one's ask, arriving at the other, joined that node's own flight. Both
     /// waited until `--peer-timeout`. Apart, a peer's ask joins only a flight that reads
-    /// the dbserver, which waits on nothing but the dbserver: the cycle cannot close, and
-    /// the key costs at most two reads, one per side of the disagreement.
+    /// the dbserver, which waits on nothing but the dbserver, so the cycle cannot close;
+    /// the key costs at most two reads, one per side of the disagreement
+    /// (`tests/membership.rs` has both cases).
     async fn load(
         self: &Arc<Self>,
         key: &str,
@@ -610,7 +612,9 @@ impl Group {
                 }
             }
         }
-        None // unreachable in practice: this node is in its own ranking
+        // Every peer failed, or (with --peers-from) this node is not listed yet and so
+        // not in its own ranking: load it here.
+        None
     }
 
     /// Counts one failover per load, however many peers it goes past.
@@ -808,12 +812,18 @@ impl Group {
         self.members.load().ring.peers().any(|p| p == peer)
     }
 
-    /// The peers are now `peers` (this node is counted in whether listed or not). When
-    /// that is a change, the ring is rebuilt and the old one kept for the hand-off; the
-    /// change is logged and counted. Returns whether it was a change.
+    /// The peers are now `peers`. When that is a change, the ring is rebuilt and the old
+    /// one kept for the hand-off; the change is logged and counted. Returns whether it was
+    /// a change; an empty list is none (a ring needs a peer), and is ignored.
+    ///
+    /// A node left out of the list is not counted in: it is not a member yet (a pod the
+    /// headless service does not list), so it owns nothing, and asks the listed peers for
+    /// every key. Counting itself in would make it load keys that every member thinks
+    /// another node owns, and, once listed, it would have no earlier ring to hand keys
+    /// over from.
     pub fn set_peers(&self, mut peers: Vec<String>) -> bool {
-        if !peers.contains(&self.me) {
-            peers.push(self.me.clone());
+        if peers.is_empty() {
+            return false;
         }
         peers.sort();
         peers.dedup();

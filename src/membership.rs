@@ -204,14 +204,15 @@ pub async fn run(
                 if last_error.take().is_some() {
                     tracing::info!(kind = "peer", "{} answers again", finder.source);
                 }
-                if !peers.iter().any(|p| p == group.me()) {
+                let listed = peers.iter().any(|p| p == group.me());
+                if group.set_peers(peers) && !listed {
                     tracing::warn!(
-                        "{} does not list this node ({}); it counts itself in anyway",
+                        "{} does not list this node ({}): it owns no keys, and asks the \
+                         listed peers for all of them",
                         finder.source,
                         group.me()
                     );
                 }
-                group.set_peers(peers);
             }
             Err(e) => {
                 // Warned once per distinct error, not every few seconds.
