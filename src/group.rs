@@ -821,7 +821,10 @@ impl Group {
     /// every key. Counting itself in would make it load keys that every member thinks
     /// another node owns, and, once listed, it would have no earlier ring to hand keys
     /// over from.
-    pub fn set_peers(&self, mut peers: Vec<String>) -> bool {
+    ///
+    /// The `first` list a node finds is where it starts, not a change: it is logged, but
+    /// neither counted nor handed over from.
+    pub fn set_peers(&self, mut peers: Vec<String>, first: bool) -> bool {
         if peers.is_empty() {
             return false;
         }
@@ -846,15 +849,19 @@ impl Group {
         self.peers.set(&others);
         self.members.store(Arc::new(Members {
             ring: Ring::new(peers.iter().cloned()),
-            previous: Some((Ring::new(before), Instant::now())),
+            previous: (!first).then(|| (Ring::new(before), Instant::now())),
         }));
-        Stats::add(&self.stats.membership_changes);
-        tracing::info!(
-            kind = "peer",
-            "peers now {} ({})",
-            peers.join(","),
-            [joined, left].concat().join(" ")
-        );
+        if first {
+            tracing::info!(kind = "peer", "peers now {}", peers.join(","));
+        } else {
+            Stats::add(&self.stats.membership_changes);
+            tracing::info!(
+                kind = "peer",
+                "peers now {} ({})",
+                peers.join(","),
+                [joined, left].concat().join(" ")
+            );
+        }
         true
     }
 

@@ -192,6 +192,8 @@ pub async fn run(
 ) {
     let mut shutdown = std::pin::pin!(shutdown);
     let mut last_error: Option<String> = None;
+    // Whether a look has found the peers yet: until then the node is alone.
+    let mut found = false;
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -201,11 +203,12 @@ pub async fn run(
         }
         match finder.peers().await {
             Ok(peers) => {
+                let first = !std::mem::replace(&mut found, true);
                 if last_error.take().is_some() {
                     tracing::info!(kind = "peer", "{} answers again", finder.source);
                 }
                 let listed = peers.iter().any(|p| p == group.me());
-                if group.set_peers(peers) && !listed {
+                if group.set_peers(peers, first) && !listed {
                     tracing::warn!(
                         "{} does not list this node ({}): it owns no keys, and asks the \
                          listed peers for all of them",

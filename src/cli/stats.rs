@@ -80,13 +80,20 @@ pub async fn collect(
 pub struct Sections {
     pub changes: bool,
     pub faults: bool,
+    /// Some node's peers changed (`--peers-from`), or two nodes list different peers.
+    pub membership: bool,
 }
 
 impl Sections {
     fn of<'a>(nodes: impl Iterator<Item = &'a NodeStats> + Clone) -> Sections {
         Sections {
             changes: nodes.clone().any(|s| s.following),
-            faults: nodes.into_iter().any(|s| s.faults != Default::default()),
+            faults: nodes.clone().any(|s| s.faults != Default::default()),
+            membership: nodes.clone().any(|s| s.membership_changes > 0)
+                || nodes
+                    .clone()
+                    .zip(nodes.skip(1))
+                    .any(|(a, b)| a.peers != b.peers),
         }
     }
 }
@@ -117,6 +124,13 @@ pub fn counters(s: &NodeStats, sections: Sections) -> Vec<(&'static str, u64)> {
             ("evictions_by_change", s.evictions_by_change),
             ("stale_loads_refused", s.stale_loads_refused),
             ("last_version_applied", s.last_version_applied),
+        ]);
+    }
+    if sections.membership {
+        counters.extend([
+            ("membership_changes", s.membership_changes),
+            ("peer_peeks", s.peer_peeks),
+            ("peer_peek_hits", s.peer_peek_hits),
         ]);
     }
     if sections.faults {
@@ -183,6 +197,9 @@ pub fn render(nodes: &[Row], db_addr: &str, db: &Result<DbStats, String>, wide: 
             .collect();
         super::table("node", &names, &rows)
     };
+    if sections.membership {
+        out.push_str(&peer_lists(&up));
+    }
     for (addr, stats) in nodes {
         if let Err(e) = stats {
             // It did not answer, so its node name is unknown: named by the address asked.
@@ -210,4 +227,24 @@ pub fn render(nodes: &[Row], db_addr: &str, db: &Result<DbStats, String>, wide: 
         }
     }
     out
+}
+
+/// The peers each node knows now: one line when they agree, a line per node when not.
+fn peer_lists(up: &[(String, &NodeStats)]) -> String {
+    let list = |s: &NodeStats| {
+        s.peers
+            .iter()
+            .map(|p| short(p))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let agree = up.windows(2).all(|w| w[0].1.peers == w[1].1.peers);
+    match up.first() {
+        None => String::new(),
+        Some((_, first)) if agree => format!("peers: {}\n", list(first)),
+        Some(_) => up
+            .iter()
+            .map(|(name, s)| format!("peers of {name}: {} (the nodes disagree)\n", list(s)))
+            .collect(),
+    }
 }
