@@ -663,13 +663,13 @@ pub struct Applied {
 pub struct Ownership {
     pub key: String,
     pub owner: String,
-    /// The peers the node asked knows now, sorted.
-    #[serde(default)]
-    pub peers: Vec<String>,
     /// Every peer, best first.
     pub ranking: Vec<String>,
     /// Every peer's score for the key, best first: how the ranking was made.
     pub scores: Vec<PeerScore>,
+    /// The peers the node asked knows now, sorted.
+    #[serde(default)]
+    pub peers: Vec<String>,
 }
 
 /// One peer's rendezvous score for a key, as 16 hex digits (a `u64`): the highest wins.

@@ -430,7 +430,6 @@ async fn owner_get(raw_key: String, api: Arc<Api>) -> Result<warp::reply::Respon
     let scores = members.ring.scores(&key);
     Ok(http::json(&Ownership {
         owner: members.ring.owner(&key).to_owned(),
-        peers: members.peers(),
         ranking: scores.iter().map(|(peer, _)| (*peer).to_owned()).collect(),
         scores: scores
             .iter()
@@ -440,6 +439,7 @@ async fn owner_get(raw_key: String, api: Arc<Api>) -> Result<warp::reply::Respon
             })
             .collect(),
         key: key.into_owned(),
+        peers: members.peers(),
     }))
 }
 
