@@ -224,6 +224,8 @@ fn shell(dir: &Path, script: &str) -> Command {
         .current_dir(dir)
         .env("NO_COLOR", "1")
         .env("GCLAB_EXPLAIN", "1")
+        // lab/hosts.sh runs the binary under test, not one it might find elsewhere.
+        .env("GCLAB", env!("CARGO_BIN_EXE_gclab"))
         .env_remove("RUST_LOG")
         .stdin(Stdio::null());
     command
@@ -261,10 +263,40 @@ fn pages() -> Vec<PathBuf> {
     pages
 }
 
+/// Why this machine cannot run a page marked `<!-- needs: root -->` (one that makes
+/// network namespaces with `lab/hosts.sh`), or None when it can.
+fn cannot_run_as_root() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    // "Uid:\t<real>\t<effective>\t…": namespaces need the effective one to be 0.
+    let euid = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1));
+    if euid != Some("0") {
+        return Some("not running as root".to_owned());
+    }
+    match Command::new("ip").arg("-V").output() {
+        Ok(out) if out.status.success() => None,
+        _ => Some("no `ip` command (apt-get install iproute2)".to_owned()),
+    }
+}
+
 /// Runs one page; panics with the page, line and difference on the first broken promise.
 fn run_page(page: &Path) {
     let name = page.file_name().unwrap().to_string_lossy().into_owned();
-    for port in [8080, 8001, 8002, 8003, 9001, 9002, 9003] {
+    let text = std::fs::read_to_string(page).unwrap();
+    if text.contains("<!-- needs: root -->") {
+        if let Some(why) = cannot_run_as_root() {
+            // On CI a skipped page would hide a broken one.
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{name} needs root and iproute2, and on CI it must run: {why}"
+            );
+            eprintln!("skipping {name}: it needs root and iproute2 (ip netns): {why}");
+            return;
+        }
+    }
+    for port in [8080, 8001, 8002, 8003, 8004, 9001, 9002, 9003, 9004] {
         assert!(
             std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
             "{name}: port {port} is in use; stop any lab servers you are running before `cargo test`"
@@ -272,7 +304,7 @@ fn run_page(page: &Path) {
     }
     let dir = workdir();
     let mut terminals: Vec<(String, Terminal)> = Vec::new();
-    for block in parse(&std::fs::read_to_string(page).unwrap()) {
+    for block in parse(&text) {
         for step in &block.steps {
             let whence = format!("{name}:{} ({})", step.line, block.terminal);
             if block.terminal == "cli" {
