@@ -23,7 +23,8 @@
 #   lab/hosts.sh down               stop everything `up` started and remove the namespaces
 #
 # `delay` adds its time to the packets each host SENDS (netem on the host's own end of its
-# cable). So `delay 20ms` costs 40 ms per round trip between two hosts (20 ms each way: a
+# cable; where the kernel has no netem, `gclab wire` in each host does the same, fed by an
+# iptables NFQUEUE rule, which needs iptables). So `delay 20ms` costs 40 ms per round trip between two hosts (20 ms each way: a
 # peer call, or a frontend's read from the dbserver), and 20 ms per round trip between the
 # cli in the root namespace and a host (only the host's answer is delayed). `loss 1%` drops
 # one packet in a hundred that a host sends, each way; TCP resends it after its timeout
@@ -341,7 +342,7 @@ print_table() {
 }
 
 cmd_status() {
-    local namespaces ns qdisc
+    local namespaces ns qdisc pid
     namespaces=$(our_namespaces)
     if [[ -z $namespaces && ! -d $STATE/pids ]]; then
         say "nothing is up (no gclab-* namespaces); start it with lab/hosts.sh up 3"
@@ -356,24 +357,53 @@ cmd_status() {
     say ""
     for ns in $namespaces; do
         qdisc=$(tc -n "$ns" qdisc show dev "$IFACE" 2>/dev/null | grep -o 'netem.*' || true)
+        if [[ -z $qdisc ]] && pid=$(our_pid "wire-$ns" "$ns"); then
+            qdisc="gclab wire (pid $pid): $(sed 's/^gclab wire //' "$STATE/delay" 2>/dev/null)"
+        fi
         say "$ns: ${qdisc:-no added delay}"
     done
 }
 
-# The kernel's answer when netem is missing is "Specified qdisc kind is unknown": say what
-# that means and what to do.
-no_netem() {
-    local why="this kernel has no netem qdisc (sch_netem)"
-    if [[ -r /proc/config.gz ]] && zcat /proc/config.gz | grep -q '^# CONFIG_NET_SCH_NETEM is not set'; then
-        why="$why: it was built without it (CONFIG_NET_SCH_NETEM is not set), so only another kernel can add delay"
-    else
-        why="$why: try 'modprobe sch_netem' (Ubuntu ships it in linux-modules-extra-$(uname -r))"
-    fi
-    die "$why"
+# Without netem (a kernel built without CONFIG_NET_SCH_NETEM: tc says "Specified qdisc kind
+# is unknown"), the same in user space: each host's outgoing packets go to a netfilter queue
+# (iptables -j NFQUEUE), where `gclab wire`, running in the host's namespace, holds each one
+# for the delay and drops the share lost. --queue-bypass: while no wire reads the queue,
+# packets pass untouched rather than being dropped.
+WIRE_RULE=(POSTROUTING -o "$IFACE" -j NFQUEUE --queue-num 0 --queue-bypass)
+
+kernel_has_netem() {
+    local out
+    out=$(tc -n "$1" qdisc replace dev "$IFACE" root netem delay 0ms 2>&1) && {
+        tc -n "$1" qdisc del dev "$IFACE" root 2>/dev/null || true
+        return 0
+    }
+    [[ $out == *"qdisc kind is unknown"* ]] || die "tc -n $1 qdisc replace dev $IFACE root netem: $out"
+    return 1
+}
+
+# No wire, and no queue rule, on any host.
+remove_wires() {
+    local ns
+    for ns in $(our_namespaces); do
+        while ip netns exec "$ns" iptables -t mangle -D "${WIRE_RULE[@]}" 2>/dev/null; do :; done
+        stop "wire-$ns" "$ns" >/dev/null
+    done
+}
+
+# start_wire NS DELAY LOSS: gclab wire in NS, then the rule that feeds it.
+start_wire() {
+    local ns=$1 i
+    launch "wire-$ns" "$ns" "$(cat "$STATE/gclab")" wire --delay "$2" --loss "$3"
+    for ((i = 0; i < 50; i++)); do
+        grep -q 'wire on netfilter queue' "$STATE/logs/wire-$ns.log" 2>/dev/null && break
+        alive "$(cat "$STATE/pids/wire-$ns")" || { log_tail "wire-$ns"; die "gclab wire in $ns exited (its log is above)"; }
+        sleep 0.1
+    done
+    ip netns exec "$ns" iptables -t mangle -A "${WIRE_RULE[@]}"
 }
 
 cmd_delay() {
-    local delay=${1:-} netem=() ns namespaces out
+    local delay=${1:-} loss=0% netem=() ns namespaces out first
     [[ -n $delay ]] || cannot "usage: lab/hosts.sh delay 20ms [loss 1%] | delay off"
     namespaces=$(our_namespaces)
     [[ -n $namespaces ]] || die "nothing is up: lab/hosts.sh up 3 first"
@@ -381,6 +411,8 @@ cmd_delay() {
         (($# == 1)) || cannot "usage: lab/hosts.sh delay off (nothing after it)"
         # Deleting the root qdisc puts back the kernel's default; none there is no error.
         for ns in $namespaces; do tc -n "$ns" qdisc del dev "$IFACE" root 2>/dev/null || true; done
+        remove_wires
+        rm -f "$STATE/delay"
         say "no added delay or loss on any host"
         return 0
     fi
@@ -389,17 +421,27 @@ cmd_delay() {
     if (($# > 1)); then
         [[ $# == 3 && $2 == loss && $3 =~ ^[0-9]+(\.[0-9]+)?%$ ]] ||
             cannot "usage: lab/hosts.sh delay 20ms [loss 1%]"
-        netem+=(loss "$3")
+        loss=$3
+        netem+=(loss "$loss")
     fi
-    for ns in $namespaces; do
-        # netem ("network emulator") holds each packet the host sends for the delay, and
-        # drops the given share. `replace` puts it there whether or not one was before.
-        if ! out=$(tc -n "$ns" qdisc replace dev "$IFACE" root netem "${netem[@]}" 2>&1); then
-            [[ $out != *"qdisc kind is unknown"* ]] || no_netem
-            die "tc -n $ns qdisc replace dev $IFACE root netem ${netem[*]}: $out"
-        fi
-    done
-    say "every host now adds ${netem[*]} to the packets it sends:"
+    first=$(echo "$namespaces" | head -n 1)
+    remove_wires
+    if kernel_has_netem "$first"; then
+        for ns in $namespaces; do
+            # netem ("network emulator") holds each packet the host sends for the delay, and
+            # drops the given share. `replace` puts it there whether or not one was before.
+            out=$(tc -n "$ns" qdisc replace dev "$IFACE" root netem "${netem[@]}" 2>&1) ||
+                die "tc -n $ns qdisc replace dev $IFACE root netem ${netem[*]}: $out"
+        done
+        echo "netem ${netem[*]}" >"$STATE/delay"
+        say "every host now adds ${netem[*]} to the packets it sends, by tc netem:"
+    else
+        command -v iptables >/dev/null ||
+            cannot "this kernel has no netem (CONFIG_NET_SCH_NETEM), and the fallback, gclab wire, needs iptables (apt-get install iptables)"
+        for ns in $namespaces; do start_wire "$ns" "$delay" "$loss"; done
+        echo "gclab wire ${netem[*]}" >"$STATE/delay"
+        say "every host now adds ${netem[*]} to the packets it sends, by gclab wire (this kernel has no netem):"
+    fi
     say "  $(echo "$delay" | awk '{ v = $1 + 0; u = $1; sub(/^[0-9.]+/, "", u); print 2 * v u }') per round trip between two hosts (a peer call, a read from the dbserver),"
     say "  $delay per round trip between this shell and a host; lab/hosts.sh delay off removes it"
 }
@@ -444,6 +486,11 @@ cmd_down() {
         stop "$name" "$(ns_of "${name#frontend-}")"
     done
     [[ ! -e $STATE/pids/dbserver ]] || stop dbserver "$DB_NS"
+    for file in "$STATE"/pids/wire-*; do
+        [[ -e $file ]] || continue
+        name=${file##*/}
+        stop "$name" "${name#wire-}" >/dev/null
+    done
     # 2. The namespaces, by name. A process someone else started inside one keeps it alive
     #    after its name is gone: say so, but leave that process alone.
     for ns in $(our_namespaces); do
@@ -460,7 +507,7 @@ cmd_down() {
         ip link del "$BRIDGE"
         say "  removed bridge $BRIDGE"
     fi
-    rm -rf "$STATE/pids" "$STATE/frontends"
+    rm -rf "$STATE/pids" "$STATE/frontends" "$STATE/delay"
     say "down: nothing of lab/hosts.sh is running (logs, if any, stay in $STATE/logs)"
 }
 

@@ -33,6 +33,32 @@ pub enum Command {
     Demo(DemoArgs),
     /// The whole topology in one terminal: a dbserver and frontends as child processes.
     Up(UpArgs),
+    /// A slow wire for lab/hosts.sh where the kernel has no netem: holds each packet queued
+    /// to it (iptables -j NFQUEUE) for --delay, and drops --loss of them. Needs root.
+    Wire(WireArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WireArgs {
+    /// How long each packet is held.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub delay: Duration,
+    /// The share of packets dropped, e.g. 1%.
+    #[arg(long, default_value = "0%", value_parser = percent)]
+    pub loss: f64,
+    /// The netfilter queue to read (iptables -j NFQUEUE --queue-num N).
+    #[arg(long, default_value_t = 0)]
+    pub queue: u16,
+}
+
+impl WireArgs {
+    pub fn wire(&self) -> crate::wire::Wire {
+        crate::wire::Wire {
+            queue: self.queue,
+            delay: self.delay,
+            loss_percent: self.loss,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -43,6 +43,8 @@
 //! - [`shutdown`] — stopping on Ctrl-C, SIGTERM or SIGHUP.
 //! - [`fd_limit`] — raising the open-file limit, so a herd of a thousand connections fits.
 //! - [`topology`] — a dbserver and N frontends in one process, for the demo and the tests.
+//! - [`wire`] — `gclab wire`: packets held and dropped, for `lab/hosts.sh delay` where the
+//!   kernel has no netem.
 
 pub mod args;
 pub mod cache;
@@ -72,3 +74,4 @@ pub mod store;
 pub mod topology;
 pub mod trace;
 pub mod up;
+pub mod wire;

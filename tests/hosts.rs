@@ -414,3 +414,121 @@ fn the_hosts_picture_parses_and_names_every_address() {
         assert!(words.contains(needed), "hosts.svg does not say {needed:?}");
     }
 }
+
+/// `hosts.sh delay 20ms` puts 20 ms on every packet a host sends, by netem or, where the
+/// kernel has none, by `gclab wire`; `delay off` takes it all away again. Only lower bounds
+/// on time are asserted: a busy machine can make a call slower, never faster than the wire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delay_slows_every_peer_call_by_a_round_trip_and_off_removes_it() {
+    if !can_run() {
+        return;
+    }
+    let _one = ONE_LAB_AT_A_TIME.lock().await;
+    let lab = Lab::up(3).await;
+    let client = client();
+    set("far", "a round trip away", 3).await;
+    let owner = json(&client, &frontend(1), "/owner/far").await["owner"]
+        .as_str()
+        .expect("/owner names the owner")
+        .to_owned();
+    let asker = (1..=3)
+        .find(|&i| owner != format!("10.77.0.{}:8001", 10 + i))
+        .expect("two of three hosts do not own it");
+    // Warm at the owner, and open the asker's connections, before the delay.
+    cgets_all_answer(
+        &client,
+        &[owner.replace(":8001", ":9001")],
+        "far",
+        "a round trip away",
+        1,
+    )
+    .await;
+
+    let out = lab.script(&["delay", "20ms"]).await;
+    assert!(
+        out.status.success(),
+        "hosts.sh delay 20ms failed:\n{}",
+        text(&out)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("40ms per round trip between two hosts"),
+        "{said}"
+    );
+
+    // A fresh connection from the root namespace: the handshake's answer and the reply are
+    // each held 20 ms by the host; the asker's call to the owner, 20 ms each way.
+    let cold = client_without_pool();
+    let began = std::time::Instant::now();
+    let value = cold
+        .get(format!("http://{}/cache/far", frontend(asker)))
+        .send()
+        .await
+        .expect("the asker answers")
+        .text()
+        .await
+        .expect("a body");
+    let took = began.elapsed();
+    assert_eq!(value, "a round trip away");
+    assert!(
+        took >= Duration::from_millis(80),
+        "a cget through a peer took {took:?} with 20 ms on every host"
+    );
+
+    let out = lab.script(&["delay", "off"]).await;
+    assert!(
+        out.status.success(),
+        "hosts.sh delay off failed:\n{}",
+        text(&out)
+    );
+    for i in 1..=3 {
+        let ns = format!("gclab-{i}");
+        let qdisc = std::process::Command::new("tc")
+            .args(["-n", &ns, "qdisc", "show", "dev", "eth0"])
+            .output()
+            .expect("tc runs");
+        assert!(
+            !String::from_utf8_lossy(&qdisc.stdout).contains("netem"),
+            "{ns} still has netem"
+        );
+        let rules = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                "iptables",
+                "-t",
+                "mangle",
+                "-S",
+                "POSTROUTING",
+            ])
+            .output();
+        if let Ok(rules) = rules {
+            let rules = String::from_utf8_lossy(&rules.stdout);
+            assert!(
+                !rules.contains("NFQUEUE"),
+                "{ns} still queues its packets: {rules}"
+            );
+        }
+    }
+    let wires = std::process::Command::new("pgrep")
+        .args(["-f", &format!("{} wire", env!("CARGO_BIN_EXE_gclab"))])
+        .output()
+        .expect("pgrep runs");
+    assert!(
+        wires.stdout.is_empty(),
+        "gclab wire still runs: {}",
+        String::from_utf8_lossy(&wires.stdout)
+    );
+    drop(lab);
+}
+
+/// A client that opens a new connection for every request, as `gclab cli cget` does.
+fn client_without_pool() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("a plain HTTP client builds")
+}

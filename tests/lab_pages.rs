@@ -281,6 +281,23 @@ fn cannot_run_as_root() -> Option<String> {
     }
 }
 
+/// Runs `lab/hosts.sh down` when dropped: it stops only what `up` started, and is a no-op when
+/// nothing is up.
+struct HostsDown;
+
+impl Drop for HostsDown {
+    fn drop(&mut self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("lab/hosts.sh");
+        let _ = Command::new("timeout")
+            .arg("60")
+            .arg("bash")
+            .arg(script)
+            .arg("down")
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
 /// Runs one page; panics with the page, line and difference on the first broken promise.
 fn run_page(page: &Path) {
     let name = page.file_name().unwrap().to_string_lossy().into_owned();
@@ -296,6 +313,8 @@ fn run_page(page: &Path) {
             return;
         }
     }
+    // Whatever the page does, a lab it put up goes down, also when a promise breaks midway.
+    let _hosts = text.contains("<!-- needs: root -->").then_some(HostsDown);
     for port in [8080, 8001, 8002, 8003, 8004, 9001, 9002, 9003, 9004] {
         assert!(
             std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),

@@ -1,10 +1,11 @@
 //! `gclab`: parses the command line, binds the sockets, and hands over to the library.
 
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use gclab::args::{Command, DbserverArgs, FrontendArgs, Gclab};
-use gclab::{cli, dbserver, demo, fd_limit, frontend, go_style, logging, shutdown, up};
+use gclab::args::{Command, DbserverArgs, FrontendArgs, Gclab, WireArgs};
+use gclab::{cli, dbserver, demo, fd_limit, frontend, go_style, logging, shutdown, up, wire};
 use tokio::net::TcpListener;
 
 /// jemalloc, not the system's glibc malloc. A frontend's cache is many small, long-lived
@@ -31,7 +32,32 @@ fn main() -> ExitCode {
         Command::Frontend(fe_args) => report(runtime(true).block_on(run_frontend(fe_args))),
         Command::Demo(demo_args) => report(runtime(true).block_on(demo::run(demo_args))),
         Command::Up(up_args) => report(runtime(true).block_on(up::run(up_args))),
+        Command::Wire(wire_args) => report(runtime(false).block_on(run_wire(wire_args))),
     }
+}
+
+/// The wire's loop blocks its thread, so it runs beside the runtime, which waits for a
+/// signal to stop it.
+async fn run_wire(args: WireArgs) -> Result<(), String> {
+    logging::init(false);
+    let stop = shutdown::signal();
+    let stopping = Arc::new(AtomicBool::new(false));
+    let wire = args.wire();
+    let mut held = tokio::task::spawn_blocking({
+        let stopping = Arc::clone(&stopping);
+        move || wire::run(wire, stopping)
+    });
+    tracing::info!(
+        "wire on netfilter queue {}: each packet held {}, {}% dropped",
+        wire.queue,
+        humantime::format_duration(wire.delay),
+        wire.loss_percent
+    );
+    tokio::select! {
+        result = &mut held => return result.map_err(|e| e.to_string())?,
+        () = stop => stopping.store(true, Ordering::Relaxed),
+    }
+    held.await.map_err(|e| e.to_string())?
 }
 
 fn runtime(multi_thread: bool) -> tokio::runtime::Runtime {
