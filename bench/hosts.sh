@@ -7,7 +7,7 @@
 #   bash bench/hosts.sh --render < hosts.json   the table again, from the JSON
 #
 # Needs: root, iproute2, wrk, taskset, curl, jq (apt-get install iproute2 wrk util-linux curl
-# jq), a kernel with netem for the 20 ms rows, and a gclab with `frontend --no-hot-cache` for
+# jq), netem in the kernel or iptables (for gclab wire) for the 20 ms rows, and a gclab with `frontend --no-hot-cache` for
 # the hot-cache-off rows (each row that cannot run is reported as skipped, with why).
 # Knobs: ROUNDS=3 WRK_SECONDS=10 WARMUP_SECONDS=2 CONNECTIONS=8 PEER_KEYS=100 DELAYS="0ms 20ms"
 #        QUIET_WAIT=120; GCLAB=path to skip the release build.
@@ -37,7 +37,7 @@ render() {
     def pct: if . == null then "–" else (. * 1000 | round / 10 | tostring) + "%" end;
     "## Peer loads between hosts",
     "",
-    "`lab/hosts.sh up 3`, every server in a network namespace of its own, pinned to CPU \(.settings.server_cpu); `wrk \(.settings.wrk) -s bench/random-key.lua` on CPU \(.settings.wrk_cpu), from the root namespace, asks frontend 1 (10.77.0.11:9001) for \(.settings.keys) keys that it does not own, each warm at its owner; \(.settings.warmup_seconds) s of warm-up, then \(.settings.rounds | count("interleaved round")), medians. Added delay: `lab/hosts.sh delay D` (netem on every host’s interface: 2 × D per round trip between hosts, D between the root namespace and a host). By a peer call: frontend 1’s peer_loads / gets during the run (the rest came from its hot cache).",
+    "`lab/hosts.sh up 3`, every server in a network namespace of its own, pinned to CPU \(.settings.server_cpu); `wrk \(.settings.wrk) -s bench/random-key.lua` on CPU \(.settings.wrk_cpu), from the root namespace, asks frontend 1 (10.77.0.11:9001) for \(.settings.keys) keys that it does not own, each warm at its owner; \(.settings.warmup_seconds) s of warm-up, then \(.settings.rounds | count("interleaved round")), medians. Added delay: `lab/hosts.sh delay D` (netem, or gclab wire where the kernel has none, on every host’s interface: 2 × D per round trip between hosts, D between the root namespace and a host). By a peer call: frontend 1’s peer_loads / gets during the run (the rest came from its hot cache).",
     "",
     "| added delay | hot cache | p50 | p99 | req/s | by a peer call | errors | p50 by round |",
     "|---|---|---|---|---|---|---|---|",
@@ -140,7 +140,7 @@ measure() {
     fi
     up "$hot"
     if [[ $delay != 0ms ]] && ! out=$("${HOSTS[@]}" delay "$delay" 2>&1); then
-        # No netem in this kernel (or another reason tc gives): no delayed row can run.
+        # Neither netem nor gclab wire (no iptables), or another reason: no delayed row can run.
         DELAY_SKIP=${out#hosts.sh: }
         note "delay $delay: $DELAY_SKIP"
         "${HOSTS[@]}" down >>"$WORK/hosts.log" 2>&1
@@ -186,5 +186,5 @@ jqm -s --argjson rounds "$ROUNDS" --arg wrk "-t1 -c$CONNECTIONS -d${WRK_SECONDS}
         end)
         # 0 ms before 20 ms (as numbers, not strings), hot cache on before off.
         | sort_by((.delay | sub("ms$"; "") | tonumber? // 0), (.hot != "on"))),
-     targets: []}' | tee "$WORK/hosts.json"
+     targets: []}' "$WORK/runs.jsonl" | tee "$WORK/hosts.json"
 render <"$WORK/hosts.json" >&2
