@@ -130,6 +130,31 @@ struct Exit {
     code: Option<i32>,
 }
 
+/// Prints `up: ready` once the dbserver and every frontend's client port take connections,
+/// so that a learner (or a lab page) knows when the first command can go: the `started:`
+/// lines come when the processes exist, before they listen. Gives up saying so after 30 s.
+async fn say_when_ready(db: String, frontends: Vec<String>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let all: Vec<&String> = std::iter::once(&db).chain(&frontends).collect();
+    for addr in &all {
+        while tokio::net::TcpStream::connect(addr.as_str()).await.is_err() {
+            if tokio::time::Instant::now() > deadline {
+                println!("up: {addr} is still not listening after 30 s; see its lines above");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let ports: Vec<&str> = frontends
+        .iter()
+        .map(|f| f.rsplit(':').next().unwrap_or(f))
+        .collect();
+    println!(
+        "up: ready: the dbserver on {db}, clients on {}",
+        ports.join(", ")
+    );
+}
+
 /// Starts the topology and runs until Ctrl-C, SIGTERM, or a child's exit.
 pub async fn run(args: UpArgs) -> Result<(), String> {
     let exe =
@@ -227,6 +252,13 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
         }
     }
     drop(exits);
+    let ready = tokio::spawn(say_when_ready(
+        args.db_addr.clone(),
+        ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{}", p.parse::<u16>().unwrap_or(0) + 1000))
+            .collect(),
+    ));
     let (restarts, mut restart_due) = mpsc::unbounded_channel::<String>();
 
     // Run until Ctrl-C or SIGTERM. A child killed by a signal (`kill -9`, the lab's failure
@@ -288,6 +320,7 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
             }
         }
     }
+    ready.abort();
     // A Ctrl-C reached every child already; a SIGTERM reached only us. Send it on either way:
     // a second request to stop is harmless.
     stop(&started, Signal::SIGTERM);
