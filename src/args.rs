@@ -438,6 +438,11 @@ pub enum CliCommand {
         /// source, with the p99 below (kill a frontend mid-run and watch the failover).
         #[arg(long)]
         timeline: Option<PathBuf>,
+        /// Send this share of requests (0 to 1) to key1..keyN, read once each first, and the
+        /// rest to fresh keys no one stored, which miss and read the dbserver; the report
+        /// shows the ratio seen beside it.
+        #[arg(long, value_parser = ratio, conflicts_with_all = ["check", "no_fill"])]
+        hit_ratio: Option<f64>,
         #[command(flatten)]
         check: CheckArgs,
     },
@@ -638,6 +643,15 @@ fn chaos_duration(text: &str) -> Result<Duration, String> {
         return Err("a chaos run lasts at most an hour".to_owned());
     }
     Ok(d)
+}
+
+/// A share from 0 to 1, such as 0.8.
+fn ratio(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        Ok(r) => Err(format!("{r} is not a ratio between 0 and 1 (try 0.8)")),
+        Err(_) => Err(format!("{text:?} is not a ratio between 0 and 1 (try 0.8)")),
+    }
 }
 
 /// `10%` or `10` → 10.0; only 0 to 100.

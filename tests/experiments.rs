@@ -266,3 +266,95 @@ async fn metrics_are_valid_prometheus_text_and_agree_with_stats() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bench_json_carries_vegetas_report_fields_in_vegetas_units() {
+    let topology = start(3, Duration::ZERO, |_| {}).await;
+    let (fe, db) = (ports(&topology), topology.db_addr().to_owned());
+    let report = json(
+        &run_gclab(&format!(
+            "cli bench --keys 20 --duration 1s --rate 200 --frontends {fe} --db {db} --json"
+        ))
+        .await,
+    );
+    // An open loop at 200/s for 1 s sends exactly 200, the last meant for 995 ms in.
+    assert_eq!(report["requests"], 200, "{report}");
+    let ns = |field: &str| {
+        report["latencies"][field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("latencies.{field} is not a count of nanoseconds: {report}"))
+    };
+    for field in [
+        "total", "mean", "50th", "90th", "95th", "99th", "max", "min",
+    ] {
+        assert!(ns(field) > 0, "latencies.{field} is 0: {report}");
+    }
+    // The same histogram, in our milliseconds and in vegeta's nanoseconds.
+    let ms = report["latency_ms"]["max"].as_f64().unwrap();
+    assert_eq!(ns("max"), (ms * 1e6).round() as u64, "{report}");
+    assert!(ns("min") <= ns("50th") && ns("50th") <= ns("99th") && ns("99th") <= ns("max"));
+    assert_eq!(ns("mean"), ns("total") / 200);
+    let duration = report["duration"].as_u64().unwrap();
+    assert!(
+        (994_000_000..=996_000_000).contains(&duration),
+        "duration {duration} ns, not the 995 ms from the first send to the last"
+    );
+    let earliest = humantime::parse_rfc3339(report["earliest"].as_str().unwrap()).unwrap();
+    let latest = humantime::parse_rfc3339(report["latest"].as_str().unwrap()).unwrap();
+    let end = humantime::parse_rfc3339(report["end"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        latest.duration_since(earliest).unwrap().as_nanos() as u64,
+        duration
+    );
+    assert_eq!(
+        end.duration_since(latest).unwrap().as_nanos() as u64,
+        report["wait"].as_u64().unwrap()
+    );
+    assert_eq!(report["success"].as_f64(), Some(1.0), "{report}");
+    assert_eq!(report["errors"], serde_json::json!([]), "{report}");
+    assert_eq!(
+        report["bytes_in"]["total"],
+        200 * 30,
+        "30-byte values: {report}"
+    );
+    assert_eq!(report["bytes_out"]["total"], 0, "GETs send no body");
+    assert_eq!(report["status_codes"]["200"], 200);
+    assert!(report["rate"].as_f64().unwrap() > 150.0, "{report}");
+    assert!(report["throughput"].as_f64().unwrap() > 100.0, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_hit_ratio_knob_gets_the_ratio_it_asks_for() {
+    let topology = start(3, Duration::ZERO, |_| {}).await;
+    let (fe, db) = (ports(&topology), topology.db_addr().to_owned());
+    let report = json(
+        &run_gclab(&format!(
+            "cli bench --keys 50 --hit-ratio 0.8 --duration 3s --rate 1000 --frontends {fe} --db {db} --json"
+        ))
+        .await,
+    );
+    let requests = report["requests"].as_u64().unwrap();
+    assert_eq!(requests, 3000, "{report}");
+    assert_eq!(report["hit_ratio_asked"].as_f64(), Some(0.8));
+    let seen = report["hit_ratio_seen"].as_f64().unwrap();
+    assert!(
+        (seen - 0.8).abs() <= 0.05,
+        "asked 0.8, saw {seen}: {report}"
+    );
+    // The misses are fresh keys no one stored: each a 404, each a database read.
+    let misses = report["status_codes"]["404"].as_u64().unwrap_or(0);
+    let reads = ((1.0 - seen) * requests as f64).round() as u64;
+    assert_eq!(misses, reads, "one read per miss, none per hit: {report}");
+    assert_eq!(report["errors"], serde_json::json!(["404 Not Found"]));
+
+    let refused = run_gclab(&format!(
+        "cli bench --hit-ratio 1.5 --frontends {fe} --db {db}"
+    ))
+    .await;
+    assert_eq!(refused.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("1.5 is not a ratio between 0 and 1"),
+        "{said}"
+    );
+}

@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use futures::stream::{self, StreamExt};
@@ -24,6 +24,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use super::check::{Checker, Reads, Verdict};
+use super::vegeta::{Tally, Vegeta};
 use super::{exit, fail, print_report, short, TIMEOUT};
 use crate::client::{Cached, ClientError, DbClient, FrontendClient};
 
@@ -57,6 +58,9 @@ pub struct Plan {
     pub timeline: bool,
     /// Frontend restarts the run itself causes (`cli chaos` kills), for the checker.
     pub restarts: u64,
+    /// `--hit-ratio`: this share of requests asks for key1..keyN (warmed first), the rest
+    /// for fresh keys that no one stored, which miss every cache and read the dbserver.
+    pub hit_ratio: Option<f64>,
 }
 
 /// Latency percentiles, in milliseconds.
@@ -133,6 +137,16 @@ pub struct Report {
     /// Answers over time, when asked for (`cli chaos` draws it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeline: Option<Timeline>,
+    /// The `--hit-ratio` asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hit_ratio_asked: Option<f64>,
+    /// The share of requests answered without a database read for them: 1 − the dbserver's
+    /// reads during the run / requests (with `--hit-ratio`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hit_ratio_seen: Option<f64>,
+    /// vegeta's fields, in its names and units.
+    #[serde(flatten)]
+    pub vegeta: Vegeta,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -171,7 +185,36 @@ struct Sample {
     /// When it was (meant to be) sent, from the start of the run.
     at: Duration,
     key: u32,
+    /// A fresh key that no one stored (`--hit-ratio`): a 404 is its right answer.
+    miss: bool,
     answer: Result<Option<Cached>, ClientError>,
+}
+
+/// Which keys a run asks for.
+#[derive(Debug)]
+struct Keys {
+    /// key1..key{count}.
+    count: u32,
+    hit_ratio: Option<f64>,
+    /// Fresh keys are `miss-{run}-{n}`: this run's own, never stored by an earlier run.
+    run: u32,
+    misses: AtomicU64,
+}
+
+impl Keys {
+    /// The next key to ask for: its number and whether it is a fresh miss, and its name.
+    fn draw(&self) -> (u32, bool, String) {
+        match self.hit_ratio {
+            Some(ratio) if fastrand::f64() >= ratio => {
+                let n = self.misses.fetch_add(1, Ordering::Relaxed) + 1;
+                (0, true, format!("miss-{:08x}-{n}", self.run))
+            }
+            _ => {
+                let key = fastrand::u32(1..=self.count);
+                (key, false, format!("key{key}"))
+            }
+        }
+    }
 }
 
 /// Runs the benchmark and prints the report; draws its timeline to `timeline` if given.
@@ -233,7 +276,12 @@ pub async fn measure(plan: &Plan, progress: bool) -> Result<Report, ClientError>
     for frontend in frontends.iter() {
         nodes_before.push(frontend.stats().await?);
     }
-    let db_before = match (&db, plan.check) {
+    if plan.hit_ratio.is_some() {
+        // Each stored key read once first, so that what hits and what misses is the knob's
+        // doing, not a cold start's.
+        warm(&frontends, plan.keys).await?;
+    }
+    let db_before = match (&db, plan.check || plan.hit_ratio.is_some()) {
         (Some(db), true) => Some(db.stats().await?.gets),
         _ => None,
     };
@@ -243,12 +291,20 @@ pub async fn measure(plan: &Plan, progress: bool) -> Result<Report, ClientError>
     let (tx, mut rx) = mpsc::unbounded_channel::<Sample>();
     let sent = Arc::new(AtomicU64::new(0));
     let bar = live_bar(plan.duration, progress, Arc::clone(&sent));
+    let keys = Arc::new(Keys {
+        count: plan.keys,
+        hit_ratio: plan.hit_ratio,
+        run: fastrand::u32(..),
+        misses: AtomicU64::new(0),
+    });
+    let wall = SystemTime::now();
     let started = Instant::now();
+    let mut tally = Tally::new(wall);
     let load = tokio::spawn(apply(
         plan.mode,
         started,
         plan.duration,
-        plan.keys,
+        keys,
         Arc::clone(&frontends),
         tx,
         Arc::clone(&sent),
@@ -281,7 +337,18 @@ pub async fn measure(plan: &Plan, progress: bool) -> Result<Report, ClientError>
         };
         received += 1;
         latency.saturating_record(sample.micros);
-        if plan.check {
+        let (bytes_in, error) = match &sample.answer {
+            Ok(Some(cached)) => (cached.value.len() as u64, None),
+            Ok(None) => (0, Some("404 Not Found".to_owned())),
+            Err(e) => (0, Some(e.to_string())),
+        };
+        tally.add(
+            sample.at,
+            Duration::from_micros(sample.micros),
+            bytes_in,
+            error,
+        );
+        if plan.check && !sample.miss {
             let key = format!("key{}", sample.key);
             checker.answer(&key, &value_of(sample.key), &sample.answer, sample.took);
         }
@@ -305,6 +372,9 @@ pub async fn measure(plan: &Plan, progress: bool) -> Result<Report, ClientError>
 
     let keys_asked = checker.keys_asked();
     let (check, db_reads) = match (&db, db_before) {
+        (Some(db), Some(before)) if !plan.check => {
+            (None, Some(db.stats().await?.gets.saturating_sub(before)))
+        }
         (Some(db), Some(before)) => {
             let db_reads = db.stats().await?.gets.saturating_sub(before);
             let mut nodes_after = Vec::new();
@@ -346,7 +416,26 @@ pub async fn measure(plan: &Plan, progress: bool) -> Result<Report, ClientError>
         db_reads,
         keys_asked,
         timeline: timeline.map(Collector::finish),
+        hit_ratio_asked: plan.hit_ratio,
+        hit_ratio_seen: plan
+            .hit_ratio
+            .and(db_reads)
+            .map(|reads| 1.0 - reads as f64 / requests.max(1) as f64),
+        vegeta: tally.finish(&latency),
     })
+}
+
+/// Reads key1..keyN once each, 64 at a time, round-robin over the frontends.
+async fn warm(frontends: &[FrontendClient], keys: u32) -> Result<(), ClientError> {
+    let results: Vec<Result<(), ClientError>> = stream::iter(1..=keys)
+        .map(|i| async move {
+            let frontend = &frontends[i as usize % frontends.len()];
+            frontend.cget(&format!("key{i}")).await.map(drop)
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    results.into_iter().collect()
 }
 
 /// Writes `key1`..`keyN` to the dbserver, 64 at a time.
@@ -365,7 +454,7 @@ async fn apply(
     mode: Mode,
     started: Instant,
     duration: Duration,
-    keys: u32,
+    keys: Arc<Keys>,
     frontends: Arc<Vec<FrontendClient>>,
     tx: mpsc::UnboundedSender<Sample>,
     sent: Arc<AtomicU64>,
@@ -380,20 +469,24 @@ async fn apply(
                     break;
                 }
                 tokio::time::sleep_until(intended.into()).await;
-                let (frontends, tx) = (Arc::clone(&frontends), tx.clone());
+                let (frontends, tx, keys) = (Arc::clone(&frontends), tx.clone(), Arc::clone(&keys));
                 sent.fetch_add(1, Ordering::Relaxed);
                 tokio::spawn(async move {
                     let frontend = &frontends[i as usize % frontends.len()];
                     // Measured from the intended send time, not from when we got round to it.
-                    let _ = tx.send(one_request(frontend, keys, started, intended).await);
+                    let _ = tx.send(one_request(frontend, &keys, started, intended).await);
                 });
             }
         }
         Mode::Concurrency(concurrency) => {
             let workers: Vec<_> = (0..concurrency)
                 .map(|w| {
-                    let (frontends, tx, sent) =
-                        (Arc::clone(&frontends), tx.clone(), Arc::clone(&sent));
+                    let (frontends, tx, sent, keys) = (
+                        Arc::clone(&frontends),
+                        tx.clone(),
+                        Arc::clone(&sent),
+                        Arc::clone(&keys),
+                    );
                     tokio::spawn(async move {
                         let mut n = w as usize;
                         while Instant::now() < deadline {
@@ -401,7 +494,7 @@ async fn apply(
                             n += 1;
                             sent.fetch_add(1, Ordering::Relaxed);
                             let now = Instant::now();
-                            let _ = tx.send(one_request(frontend, keys, started, now).await);
+                            let _ = tx.send(one_request(frontend, &keys, started, now).await);
                         }
                     })
                 })
@@ -416,18 +509,19 @@ async fn apply(
 
 async fn one_request(
     frontend: &FrontendClient,
-    keys: u32,
+    keys: &Keys,
     started: Instant,
     since: Instant,
 ) -> Sample {
-    let key = fastrand::u32(1..=keys);
+    let (key, miss, name) = keys.draw();
     let sent = Instant::now();
-    let answer = frontend.cget(&format!("key{key}")).await;
+    let answer = frontend.cget(&name).await;
     Sample {
         micros: since.elapsed().as_micros() as u64,
         took: sent.elapsed(),
         at: since.saturating_duration_since(started),
         key,
+        miss,
         answer,
     }
 }
@@ -596,6 +690,12 @@ pub fn render(r: &Report) -> String {
         .map(|(k, v)| format!("{k} {:.1}%", *v as f64 * 100.0 / found.max(1) as f64))
         .collect();
     let _ = writeln!(out, "  sources    {}", sources.join(" · "));
+    if let (Some(asked), Some(seen)) = (r.hit_ratio_asked, r.hit_ratio_seen) {
+        let _ = writeln!(
+            out,
+            "  hit ratio  asked {asked:.2} · seen {seen:.2} (answers that cost no database read)"
+        );
+    }
     let _ = writeln!(out, "  latency histogram");
     let most = r
         .histogram

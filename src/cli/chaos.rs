@@ -229,6 +229,7 @@ pub async fn chaos(plan: &Plan, progress: bool) -> Result<Report, String> {
         check: true,
         timeline: true,
         restarts: schedule.iter().filter(|s| s.fault == Chaos::Kill).count() as u64,
+        hit_ratio: None,
     };
     let started = Instant::now();
     let run = async {

@@ -31,6 +31,7 @@ pub mod spacetime;
 pub mod stats;
 pub mod timeline;
 pub mod trace;
+pub mod vegeta;
 
 /// How long the cli waits for an answer: far beyond the database delay, short of forever.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -81,6 +82,7 @@ pub async fn run(args: CliArgs) -> ExitCode {
             no_fill,
             timeline,
             check,
+            hit_ratio,
         } => {
             let plan = bench::Plan {
                 mode: match rate {
@@ -96,6 +98,7 @@ pub async fn run(args: CliArgs) -> ExitCode {
                 check: check.check,
                 timeline: timeline.is_some(),
                 restarts: 0,
+                hit_ratio,
             };
             bench::run(plan, timeline, json).await
         }
