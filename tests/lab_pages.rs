@@ -226,6 +226,14 @@ fn shell(dir: &Path, script: &str) -> Command {
         .env("GCLAB_EXPLAIN", "1")
         // lab/hosts.sh runs the binary under test, not one it might find elsewhere.
         .env("GCLAB", env!("CARGO_BIN_EXE_gclab"))
+        // Debian keeps nginx (and ip, tc) in /usr/sbin, which a user's PATH often lacks.
+        .env(
+            "PATH",
+            format!(
+                "{}:/usr/sbin:/sbin",
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
         .env_remove("RUST_LOG")
         .stdin(Stdio::null());
     command
@@ -281,6 +289,16 @@ fn cannot_run_as_root() -> Option<String> {
     }
 }
 
+/// What a page needs beyond the harness, from its `<!-- needs: X -->` lines: `root` (network
+/// namespaces), or a program on PATH (`nginx`).
+fn needs(page: &str) -> Vec<&str> {
+    page.lines()
+        .filter_map(|l| l.trim().strip_prefix("<!-- needs: "))
+        .filter_map(|l| l.strip_suffix(" -->"))
+        .map(str::trim)
+        .collect()
+}
+
 /// Runs `lab/hosts.sh down` when dropped: it stops only what `up` started, and is a no-op when
 /// nothing is up.
 struct HostsDown;
@@ -302,20 +320,28 @@ impl Drop for HostsDown {
 fn run_page(page: &Path) {
     let name = page.file_name().unwrap().to_string_lossy().into_owned();
     let text = std::fs::read_to_string(page).unwrap();
-    if text.contains("<!-- needs: root -->") {
-        if let Some(why) = cannot_run_as_root() {
+    for need in needs(&text) {
+        let missing = match need {
+            "root" => cannot_run_as_root(),
+            program => (!shell(Path::new("/"), &format!("command -v {program}"))
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success()))
+            .then(|| format!("no `{program}` on PATH")),
+        };
+        if let Some(why) = missing {
             // On CI a skipped page would hide a broken one.
             assert!(
                 std::env::var("CI").as_deref() != Ok("true"),
-                "{name} needs root and iproute2, and on CI it must run: {why}"
+                "{name} needs {need}, and on CI it must run: {why}"
             );
-            eprintln!("skipping {name}: it needs root and iproute2 (ip netns): {why}");
+            eprintln!("skipping {name}: it needs {need}: {why}");
             return;
         }
     }
     // Whatever the page does, a lab it put up goes down, also when a promise breaks midway.
     let _hosts = text.contains("<!-- needs: root -->").then_some(HostsDown);
-    for port in [8080, 8001, 8002, 8003, 8004, 9001, 9002, 9003, 9004] {
+    for port in [8080, 8001, 8002, 8003, 8004, 9000, 9001, 9002, 9003, 9004] {
         assert!(
             std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
             "{name}: port {port} is in use; stop any lab servers you are running before `cargo test`"
