@@ -131,6 +131,10 @@ pub struct DbserverArgs {
     /// 0 records none.
     #[arg(long, default_value_t = crate::trace::DEFAULT_CAPACITY, value_parser = events_capacity)]
     pub events: usize,
+    /// How events are written to stderr: human lines, or one JSON object per line (for a
+    /// log stack such as Loki).
+    #[arg(long, value_enum, default_value_t = crate::logging::Format::Human)]
+    pub log_format: crate::logging::Format,
 }
 
 #[derive(Debug, Args)]
@@ -194,6 +198,10 @@ pub struct FrontendArgs {
     /// main cache"), keeping the loads: database and peer lines, and warnings.
     #[arg(long)]
     pub quiet_hits: bool,
+    /// How events are written to stderr: human lines, or one JSON object per line (for a
+    /// log stack such as Loki), with one more per request: its key, source and duration.
+    #[arg(long, value_enum, default_value_t = crate::logging::Format::Human)]
+    pub log_format: crate::logging::Format,
     /// Follow the dbserver's change stream: a changed key leaves every node's caches within
     /// milliseconds. Off by default, as in groupcache, where a cached value never changes.
     #[arg(long)]

@@ -41,7 +41,7 @@ use crate::follow;
 use crate::group::{self, GetError, Group};
 use crate::http::{self, Limits, Problem};
 use crate::key;
-use crate::logging::HITS;
+use crate::logging::{ANSWERS, HITS};
 use crate::membership;
 use crate::metrics::{Metrics, Snapshot};
 use crate::peer_server;
@@ -350,7 +350,7 @@ async fn cache_get(
 ) -> Result<warp::reply::Response, Rejection> {
     let started = Instant::now();
     let key = key::decode(&raw_key).map_err(Problem::bad_key)?;
-    tracing::info!(target: HITS, "cli asked for {key}");
+    tracing::info!(target: HITS, key = %key, "cli asked for {key}");
     let group = &api.group;
     let events = group.events();
     let span = http::arriving(events, traceparent.as_deref(), &key);
@@ -394,6 +394,16 @@ async fn cache_get(
         ),
     };
     api.metrics.observe(label, started.elapsed());
+    tracing::info!(
+        target: ANSWERS,
+        kind = "answer",
+        key = %key,
+        source = label,
+        status = reply.status().as_u16(),
+        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "answered {key} ({label}, {})",
+        reply.status().as_u16()
+    );
     Ok(reply)
 }
 

@@ -7,6 +7,11 @@
 //! meaning. Colours are off when `NO_COLOR` is set or stderr is not a terminal, so logs
 //! piped to a file stay plain text.
 //!
+//! `--log-format json` prints each event as one JSON object instead, for a log stack such as
+//! Loki: tracing-subscriber's JSON formatter, with the node's name added, and one more event
+//! per request (`kind: "answer"`, with `key`, `source`, `status` and `duration_ms`) that
+//! the human format leaves out, since the lines around it already tell that story.
+//!
 //! Why paint whole lines by a field rather than colour words inside the message:
 //! `tracing-subscriber` escapes control characters in messages (a key could otherwise
 //! smuggle terminal escapes into your screen), which turns inline colour codes into
@@ -47,22 +52,41 @@ pub fn stdout_color_enabled() -> bool {
 /// and leave the loads: the database and peer lines a learner is looking for.
 pub const HITS: &str = "gclab::hits";
 
+/// The target of the one event per answered request (`kind: "answer"`), which only the JSON
+/// format prints.
+pub const ANSWERS: &str = "gclab::answers";
+
 /// Our events at `info`. tarpc's own only at `error`: its warnings about connections that
 /// close are the lab's to tell, in its own words (see `peers.rs`).
 const DEFAULT_FILTER: &str = "info,tarpc=error";
 
+/// How a server writes its events: `human` lines, or `json` objects.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    #[default]
+    Human,
+    Json,
+}
+
 /// Starts logging to stderr at `info`, unless `RUST_LOG` says otherwise; `quiet_hits`
-/// drops the per-request lines. Calling it twice is harmless (tests start many servers in
-/// one process).
+/// drops the per-request lines. `node` names the server in JSON objects. Calling it twice is
+/// harmless (tests start many servers in one process).
 pub fn init(quiet_hits: bool) {
-    let color = color_enabled();
+    init_as(quiet_hits, Format::Human, "");
+}
+
+/// [`init`], in the given format.
+pub fn init_as(quiet_hits: bool, format: Format, node: &str) {
+    let color = color_enabled() && format == Format::Human;
     colored::control::set_override(color);
-    let default = match quiet_hits {
-        true => format!("{DEFAULT_FILTER},{HITS}=off"),
-        false => DEFAULT_FILTER.to_owned(),
-    };
+    let mut default = DEFAULT_FILTER.to_owned();
+    if quiet_hits {
+        default.push_str(&format!(",{HITS}=off,{ANSWERS}=off"));
+    } else if format == Format::Human {
+        default.push_str(&format!(",{ANSWERS}=off"));
+    }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         // When stderr is gone (its terminal closed: `tmux kill-session`), a line that cannot
@@ -70,9 +94,55 @@ pub fn init(quiet_hits: bool) {
         // `eprintln!`, to the same dead stderr, which panics: the task that logged died
         // half-way through, and a node could be left with its peer port closed and its
         // HTTP port still serving, deaf to the SIGHUP that should have stopped it.
-        .log_internal_errors(false)
-        .event_format(Line)
-        .try_init();
+        .log_internal_errors(false);
+    let _ = match format {
+        Format::Human => builder.event_format(Line).try_init(),
+        Format::Json => builder
+            .event_format(JsonWithNode {
+                inner: tracing_subscriber::fmt::format()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(false),
+                node: node.to_owned(),
+            })
+            .try_init(),
+    };
+}
+
+/// tracing-subscriber's JSON object for an event, with `"node"` added. The formatter has no
+/// place for a field of the process's own, and a span entered around the server would not
+/// reach the tasks it spawns; so the object is made, then given the field.
+struct JsonWithNode {
+    inner: tracing_subscriber::fmt::format::Format<tracing_subscriber::fmt::format::Json>,
+    node: String,
+}
+
+impl<S, N> FormatEvent<S, N> for JsonWithNode
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut w: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let mut object = String::new();
+        self.inner
+            .format_event(ctx, Writer::new(&mut object), event)?;
+        match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&object) {
+            Ok(mut fields) => {
+                let mut line = serde_json::Map::new();
+                line.insert("node".to_owned(), self.node.clone().into());
+                line.append(&mut fields);
+                writeln!(w, "{}", serde_json::Value::Object(line))
+            }
+            // Never expected; the object as tracing-subscriber made it is still one line.
+            Err(_) => write!(w, "{object}"),
+        }
+    }
 }
 
 /// One event as one line: `13:15:07.123  asking dbserver for foo`, painted by its kind.

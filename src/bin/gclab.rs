@@ -84,11 +84,12 @@ fn report(result: Result<(), String>) -> ExitCode {
 }
 
 async fn run_dbserver(args: DbserverArgs) -> Result<(), String> {
-    logging::init(false);
+    // Bound first, so that its JSON lines name the address it got (`--addr 127.0.0.1:0`).
+    let listener = bind(&args.addr, "dbserver", "--addr").await?;
+    logging::init_as(false, args.log_format, &local_addr(&listener));
     let stop = shutdown::signal();
     let store = dbserver::Store::open(&args.data_dir, args.delay, args.change_log)
         .map_err(|e| e.to_string())?;
-    let listener = bind(&args.addr, "dbserver", "--addr").await?;
     // The whole path, since `gclab-data` is relative to wherever the dbserver was started.
     let data_dir = std::fs::canonicalize(&args.data_dir).unwrap_or(args.data_dir.clone());
     tracing::info!(
@@ -110,9 +111,9 @@ async fn run_dbserver(args: DbserverArgs) -> Result<(), String> {
 }
 
 async fn run_frontend(args: FrontendArgs) -> Result<(), String> {
-    logging::init(args.quiet_hits);
-    let stop = shutdown::signal();
     let (config, http_addr) = args.config()?;
+    logging::init_as(args.quiet_hits, args.log_format, &config.group.me);
+    let stop = shutdown::signal();
     let group = &config.group;
     let peer_listener = bind(&group.me, "frontend", "--port").await?;
     let http_listener = bind(&http_addr, "frontend", "--http-port").await?;
