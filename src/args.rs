@@ -451,6 +451,10 @@ pub enum CliCommand {
         /// shows the ratio seen beside it.
         #[arg(long, value_parser = ratio, conflicts_with_all = ["check", "no_fill"])]
         hit_ratio: Option<f64>,
+        /// Draw the latency distribution to this SVG file: a percentile curve for the hits
+        /// (answered from the asked node's cache) and one for the misses.
+        #[arg(long)]
+        plot: Option<PathBuf>,
         #[command(flatten)]
         check: CheckArgs,
     },

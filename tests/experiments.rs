@@ -327,9 +327,12 @@ async fn bench_json_carries_vegetas_report_fields_in_vegetas_units() {
 async fn the_hit_ratio_knob_gets_the_ratio_it_asks_for() {
     let topology = start(3, Duration::ZERO, |_| {}).await;
     let (fe, db) = (ports(&topology), topology.db_addr().to_owned());
+    let pictures = tempfile::tempdir().unwrap();
+    let plot = pictures.path().join("run.svg");
     let report = json(
         &run_gclab(&format!(
-            "cli bench --keys 50 --hit-ratio 0.8 --duration 3s --rate 1000 --frontends {fe} --db {db} --json"
+            "cli bench --keys 50 --hit-ratio 0.8 --duration 3s --rate 1000 --frontends {fe} --db {db} --json --plot {}",
+            plot.display()
         ))
         .await,
     );
@@ -346,6 +349,24 @@ async fn the_hit_ratio_knob_gets_the_ratio_it_asks_for() {
     let reads = ((1.0 - seen) * requests as f64).round() as u64;
     assert_eq!(misses, reads, "one read per miss, none per hit: {report}");
     assert_eq!(report["errors"], serde_json::json!(["404 Not Found"]));
+
+    // The plot: one curve for the hits, one for the misses, each named; it renders at 800 px.
+    let svg = std::fs::read_to_string(&plot).expect("bench --plot wrote the picture");
+    let doc = roxmltree::Document::parse(&svg).expect("the plot is well-formed SVG");
+    let series: Vec<&str> = doc
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("series"))
+        .filter_map(|n| n.attribute("data-series"))
+        .collect();
+    assert_eq!(
+        series,
+        ["hits (main or hot cache)", "misses (peer, db, not found)"],
+        "{svg}"
+    );
+    for needed in ["99.9%", "percentile of requests", "p99"] {
+        assert!(svg.contains(needed), "the plot does not say {needed:?}");
+    }
+    common::render_at_800_px(&plot);
 
     let refused = run_gclab(&format!(
         "cli bench --hit-ratio 1.5 --frontends {fe} --db {db}"

@@ -147,6 +147,12 @@ pub struct Report {
     /// vegeta's fields, in its names and units.
     #[serde(flatten)]
     pub vegeta: Vegeta,
+    /// Latencies of the answers from the asked node's own cache (main or hot), for `--plot`.
+    #[serde(skip)]
+    pub hit_latency: Histogram<u64>,
+    /// Latencies of every other request: a peer call, a database read, a 404, an error.
+    #[serde(skip)]
+    pub miss_latency: Histogram<u64>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -218,10 +224,46 @@ impl Keys {
 }
 
 /// Runs the benchmark and prints the report; draws its timeline to `timeline` if given.
-pub async fn run(plan: Plan, timeline: Option<std::path::PathBuf>, json: bool) -> u8 {
+pub async fn run(
+    plan: Plan,
+    timeline: Option<std::path::PathBuf>,
+    plot: Option<std::path::PathBuf>,
+    json: bool,
+) -> u8 {
     match measure(&plan, !json).await {
         Ok(report) => {
             print_report(&report, render, json);
+            if let Some(path) = &plot {
+                let title = format!(
+                    "gclab cli bench · {} requests over {} frontends",
+                    report.requests,
+                    report.frontends.len()
+                );
+                let series = [
+                    super::plot::Series {
+                        name: "hits (main or hot cache)",
+                        colour: "#2e9e44",
+                        dash: "",
+                        latency: &report.hit_latency,
+                    },
+                    super::plot::Series {
+                        name: "misses (peer, db, not found)",
+                        colour: "#d62728",
+                        dash: "8 5",
+                        latency: &report.miss_latency,
+                    },
+                ];
+                if let Err(e) = super::plot::save(path, &title, &series) {
+                    return fail(
+                        exit::UNREACHABLE,
+                        &format!("cannot write {}: {e}", path.display()),
+                        json,
+                    );
+                }
+                if !json {
+                    println!("plot: {}", path.display());
+                }
+            }
             if let (Some(path), Some(drawn)) = (&timeline, &report.timeline) {
                 let title = format!(
                     "gclab cli bench · {} · {} s over {} frontends",
@@ -312,6 +354,7 @@ pub async fn measure(plan: &Plan, progress: bool) -> Result<Report, ClientError>
 
     let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
         .expect("bounds 1 µs..60 s with 3 digits are valid");
+    let (mut hit_latency, mut miss_latency) = (latency.clone(), latency.clone());
     let mut status_codes = BTreeMap::new();
     let mut sources = BTreeMap::new();
     let mut ok = 0u64;
@@ -337,6 +380,11 @@ pub async fn measure(plan: &Plan, progress: bool) -> Result<Report, ClientError>
         };
         received += 1;
         latency.saturating_record(sample.micros);
+        let hit = matches!(&sample.answer, Ok(Some(c)) if c.source == "main" || c.source == "hot");
+        match hit {
+            true => hit_latency.saturating_record(sample.micros),
+            false => miss_latency.saturating_record(sample.micros),
+        }
         let (bytes_in, error) = match &sample.answer {
             Ok(Some(cached)) => (cached.value.len() as u64, None),
             Ok(None) => (0, Some("404 Not Found".to_owned())),
@@ -422,6 +470,8 @@ pub async fn measure(plan: &Plan, progress: bool) -> Result<Report, ClientError>
             .and(db_reads)
             .map(|reads| 1.0 - reads as f64 / requests.max(1) as f64),
         vegeta: tally.finish(&latency),
+        hit_latency,
+        miss_latency,
     })
 }
 

@@ -27,6 +27,7 @@ pub mod check;
 pub mod fault;
 pub mod herd;
 pub mod kv;
+pub mod plot;
 pub mod spacetime;
 pub mod stats;
 pub mod timeline;
@@ -83,6 +84,7 @@ pub async fn run(args: CliArgs) -> ExitCode {
             timeline,
             check,
             hit_ratio,
+            plot,
         } => {
             let plan = bench::Plan {
                 mode: match rate {
@@ -100,7 +102,7 @@ pub async fn run(args: CliArgs) -> ExitCode {
                 restarts: 0,
                 hit_ratio,
             };
-            bench::run(plan, timeline, json).await
+            bench::run(plan, timeline, plot, json).await
         }
         CliCommand::Stats {
             frontends,
