@@ -44,6 +44,17 @@ async fn herd_reports_exactly_one_database_read_for_a_thousand_cgets() {
     assert_eq!(local, 1, "one node, the owner, read the database: {report}");
     let sent: u64 = nodes.iter().map(|n| n["requests"].as_u64().unwrap()).sum();
     assert_eq!(sent, 1000);
+    // vegeta's fields too, but `errors` stays herd's count.
+    assert_eq!(report["status_codes"]["200"], 1000, "{report}");
+    assert_eq!(report["success"].as_f64(), Some(1.0), "{report}");
+    let max_ns = report["latencies"]["max"].as_u64().unwrap();
+    let max_ms = report["latency_ms"]["max"].as_f64().unwrap();
+    assert_eq!(max_ns, (max_ms * 1e6).round() as u64, "{report}");
+    assert!(
+        max_ns >= 200_000_000,
+        "a cold key waits the 200 ms read: {report}"
+    );
+    assert!(humantime::parse_rfc3339(report["end"].as_str().unwrap()).is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -577,7 +577,7 @@ async fn one_request(
 }
 
 /// The report's name for an error: its status, or what kind of failure it was.
-fn status_of(error: &ClientError) -> String {
+pub(super) fn status_of(error: &ClientError) -> String {
     match error {
         ClientError::Refused { status, .. } | ClientError::Failed { status, .. } => {
             status.to_string()

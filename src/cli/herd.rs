@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use super::bench::Latency;
 use super::check::{Checker, Reads, Verdict};
+use super::vegeta::{Tally, Vegeta};
 use super::{exit, fail, print_report, short, TIMEOUT};
 use crate::client::{ClientError, DbClient, FrontendClient};
 use crate::stats::NodeStats;
@@ -67,6 +68,15 @@ pub struct Report {
     /// What the trace saw, with `--trace`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace: Option<Traced>,
+    /// Requests sent per second, and answers per second, over the whole herd.
+    pub rate: f64,
+    pub throughput: f64,
+    /// Count per HTTP status (`200`, `404`), or per error for requests that got none.
+    pub status_codes: std::collections::BTreeMap<String, u64>,
+    /// vegeta's fields, in its names and units; all but `errors`, which here stays the count
+    /// it always was.
+    #[serde(flatten)]
+    pub vegeta: Vegeta,
 }
 
 /// A traced herd's events, counted, and its picture.
@@ -176,6 +186,7 @@ pub async fn measure(
     // One trace for the whole herd; each request is a span of its own in it.
     let root = plan.trace.as_ref().map(|_| TraceParent::new());
     let bar = progress_bar(plan.requests as u64, progress);
+    let wall = std::time::SystemTime::now();
     let started = Instant::now();
     // Every request is created before any is awaited, and FuturesUnordered polls them all
     // on its first poll: they leave together, which is the whole point of a herd.
@@ -187,7 +198,11 @@ pub async fn measure(
             async move {
                 let sent = Instant::now();
                 let answer = frontend.cget_traced(key, trace).await;
-                (answer, sent.elapsed())
+                (
+                    answer,
+                    sent.elapsed(),
+                    sent.saturating_duration_since(started),
+                )
             }
         })
         .collect();
@@ -196,11 +211,13 @@ pub async fn measure(
         .expect("bounds 1 µs..60 s with 3 digits are valid");
     let (mut answered, mut wrong_values, mut not_found, mut errors) = (0, 0, 0, 0);
     let mut first_error = None;
+    let mut status_codes = std::collections::BTreeMap::new();
+    let mut tally = Tally::new(wall);
     let mut checker = Checker::new(plan.client_timeout);
     let mut interrupt = std::pin::pin!(interrupt);
     let mut interrupted = false;
     loop {
-        let (answer, took) = tokio::select! {
+        let (answer, took, at) = tokio::select! {
             next = flights.next() => match next {
                 Some(next) => next,
                 None => break,
@@ -213,19 +230,26 @@ pub async fn measure(
         latency.saturating_record(took.as_micros() as u64);
         bar.inc(1);
         checker.answer(&key, &expected, &answer, took);
-        match answer {
+        let (status, bytes_in, error) = match answer {
             Ok(Some(cached)) => {
                 answered += 1;
                 if cached.value != expected {
                     wrong_values += 1;
                 }
+                ("200".to_owned(), cached.value.len() as u64, None)
             }
-            Ok(None) => not_found += 1,
+            Ok(None) => {
+                not_found += 1;
+                ("404".to_owned(), 0, Some("404 Not Found".to_owned()))
+            }
             Err(e) => {
                 errors += 1;
                 first_error.get_or_insert_with(|| e.to_string());
+                (super::bench::status_of(&e), 0, Some(e.to_string()))
             }
-        }
+        };
+        *status_codes.entry(status).or_insert(0) += 1;
+        tally.add(at, took, bytes_in, error);
     }
     drop(flights); // an interrupted herd hangs up on the requests still waiting
     bar.finish_and_clear();
@@ -272,6 +296,13 @@ pub async fn measure(
         latency_ms: Latency::of(&latency),
         seconds,
         check,
+        rate: plan.requests as f64 / seconds.max(1e-9),
+        throughput: answered as f64 / seconds.max(1e-9),
+        status_codes,
+        vegeta: Vegeta {
+            errors: None,
+            ..tally.finish(&latency)
+        },
     })
 }
 

@@ -53,8 +53,10 @@ pub struct Vegeta {
     pub wait: u64,
     /// Successful answers / requests, 0 to 1.
     pub success: f64,
-    /// Each distinct error once, as vegeta lists them.
-    pub errors: Vec<String>,
+    /// Each distinct error once, as vegeta lists them. `None` in a report whose own
+    /// `errors` is a count (herd's, older than this format).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<String>>,
 }
 
 /// Gathers a run's samples into [`Vegeta`]: offsets are from the run's start, `wall` is the
@@ -155,7 +157,7 @@ impl Tally {
             } else {
                 self.ok as f64 / self.requests as f64
             },
-            errors: self.errors.into_iter().collect(),
+            errors: Some(self.errors.into_iter().collect()),
         }
     }
 }
@@ -200,6 +202,6 @@ mod tests {
         assert_eq!(v.end, "1970-01-01T00:00:00.024000000Z");
         assert_eq!(v.bytes_in.total, 30);
         assert_eq!(v.success, 0.5);
-        assert_eq!(v.errors, vec!["404 Not Found".to_owned()]);
+        assert_eq!(v.errors, Some(vec!["404 Not Found".to_owned()]));
     }
 }
