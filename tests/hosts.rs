@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use futures::future::join_all;
 
+mod common;
+
 /// One lab at a time: the namespaces and the bridge have the same names in every test. A
 /// tokio mutex, not std's: it is held across `.await`s for the whole test.
 static ONE_LAB_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -27,26 +29,9 @@ fn frontends(n: usize) -> Vec<String> {
     (1..=n).map(frontend).collect()
 }
 
-/// Whether this machine can make network namespaces: root, and `ip` from iproute2.
-fn cannot_make_namespaces() -> Option<String> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    // "Uid:\t<real>\t<effective>\t…": namespaces need the effective one to be 0.
-    let euid = status
-        .lines()
-        .find_map(|line| line.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1));
-    if euid != Some("0") {
-        return Some("not running as root".to_owned());
-    }
-    match std::process::Command::new("ip").arg("-V").output() {
-        Ok(out) if out.status.success() => None,
-        _ => Some("no `ip` command (apt-get install iproute2)".to_owned()),
-    }
-}
-
 /// True if the test can go on; prints why not, or fails in CI, where skipping would hide it.
 fn can_run() -> bool {
-    let Some(why) = cannot_make_namespaces() else {
+    let Some(why) = common::cannot_make_namespaces() else {
         return true;
     };
     if std::env::var("CI").as_deref() == Ok("true") {
@@ -141,6 +126,22 @@ fn text(out: &std::process::Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// The start of every test here: three hosts up (one lab at a time), a client, and the
+/// frontends' addresses; None where namespaces cannot be made (and not on CI).
+async fn three_hosts() -> Option<(
+    tokio::sync::MutexGuard<'static, ()>,
+    Lab,
+    reqwest::Client,
+    Vec<String>,
+)> {
+    if !can_run() {
+        return None;
+    }
+    let one = ONE_LAB_AT_A_TIME.lock().await;
+    let lab = Lab::up(3).await;
+    Some((one, lab, client(), frontends(3)))
 }
 
 /// `gclab cli ARGS`, from the root namespace, for at most 30 s.
@@ -262,13 +263,9 @@ async fn cgets_all_answer(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_cgets_over_three_hosts_read_the_database_once() {
-    if !can_run() {
+    let Some((_one, lab, client, all)) = three_hosts().await else {
         return;
-    }
-    let _one = ONE_LAB_AT_A_TIME.lock().await;
-    let lab = Lab::up(3).await;
-    let client = client();
-    let all = frontends(3);
+    };
 
     set("many-hosts", "value over the bridge", 3).await;
     let reads_before = db_reads(&client).await;
@@ -308,13 +305,9 @@ async fn a_thousand_cgets_over_three_hosts_read_the_database_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_a_hosts_owner_dies_the_other_hosts_answer_and_read_the_database_at_most_twice() {
-    if !can_run() {
+    let Some((_one, lab, client, all)) = three_hosts().await else {
         return;
-    }
-    let _one = ONE_LAB_AT_A_TIME.lock().await;
-    let lab = Lab::up(3).await;
-    let client = client();
-    let all = frontends(3);
+    };
 
     set("orphan", "outlives its owner", 3).await;
     let reads_before = db_reads(&client).await;
@@ -420,12 +413,9 @@ fn the_hosts_picture_parses_and_names_every_address() {
 /// on time are asserted: a busy machine can make a call slower, never faster than the wire.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delay_slows_every_peer_call_by_a_round_trip_and_off_removes_it() {
-    if !can_run() {
+    let Some((_one, lab, client, _)) = three_hosts().await else {
         return;
-    }
-    let _one = ONE_LAB_AT_A_TIME.lock().await;
-    let lab = Lab::up(3).await;
-    let client = client();
+    };
     set("far", "a round trip away", 3).await;
     let owner = json(&client, &frontend(1), "/owner/far").await["owner"]
         .as_str()

@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 
 use regex::Regex;
 
+mod common;
+
 /// One `$ command` and the output promised after it.
 #[derive(Debug)]
 struct Step {
@@ -271,24 +273,6 @@ fn pages() -> Vec<PathBuf> {
     pages
 }
 
-/// Why this machine cannot run a page marked `<!-- needs: root -->` (one that makes
-/// network namespaces with `lab/hosts.sh`), or None when it can.
-fn cannot_run_as_root() -> Option<String> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    // "Uid:\t<real>\t<effective>\t…": namespaces need the effective one to be 0.
-    let euid = status
-        .lines()
-        .find_map(|line| line.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1));
-    if euid != Some("0") {
-        return Some("not running as root".to_owned());
-    }
-    match Command::new("ip").arg("-V").output() {
-        Ok(out) if out.status.success() => None,
-        _ => Some("no `ip` command (apt-get install iproute2)".to_owned()),
-    }
-}
-
 /// What a page needs beyond the harness, from its `<!-- needs: X -->` lines: `root` (network
 /// namespaces), or a program on PATH (`nginx`).
 fn needs(page: &str) -> Vec<&str> {
@@ -322,7 +306,7 @@ fn run_page(page: &Path) {
     let text = std::fs::read_to_string(page).unwrap();
     for need in needs(&text) {
         let missing = match need {
-            "root" => cannot_run_as_root(),
+            "root" => common::cannot_make_namespaces(),
             program => (!shell(Path::new("/"), &format!("command -v {program}"))
                 .stdout(Stdio::null())
                 .status()

@@ -75,6 +75,15 @@ async fn until_peers(node: &FrontendClient, peers: &[String]) {
     );
 }
 
+/// A frontend's config whose deadlines no herd here may reach: a request that waited on one
+/// would fail its test's bound, and count a peer error.
+fn patient(me: &str, peers: Vec<String>, db: &str) -> gclab::frontend::Config {
+    let mut config = common::frontend_config(me, peers, db);
+    config.group.db_timeout = Duration::from_secs(30);
+    config.group.peer_timeout = Duration::from_secs(60);
+    config
+}
+
 async fn db_reads(db: &DbClient) -> u64 {
     db.stats().await.unwrap().gets
 }
@@ -96,11 +105,7 @@ async fn a_node_given_a_fourth_peer_the_others_lack_stalls_no_herd() {
         } else {
             three.clone()
         };
-        let mut config = common::frontend_config(&me, peers, &db_addr);
-        // A deadline no herd here may reach: a request that waited on it would fail the
-        // test's bound below, and count a peer error.
-        config.group.db_timeout = Duration::from_secs(30);
-        config.group.peer_timeout = Duration::from_secs(60);
+        let config = patient(&me, peers, &db_addr);
         clients.push(FrontendClient::new(
             &http.local_addr().unwrap().to_string(),
             TIMEOUT,
@@ -166,9 +171,7 @@ async fn two_nodes_each_naming_the_other_owner_do_not_wait_on_each_other() {
         (peer0, http0, me0.clone(), vec![me0.clone(), me1.clone()]),
         (peer1, http1, me1.clone(), vec![alias0.clone(), me1.clone()]),
     ] {
-        let mut config = common::frontend_config(&me, peers, &db_addr);
-        config.group.db_timeout = Duration::from_secs(30);
-        config.group.peer_timeout = Duration::from_secs(60);
+        let config = patient(&me, peers, &db_addr);
         clients.push(FrontendClient::new(
             &http.local_addr().unwrap().to_string(),
             TIMEOUT,

@@ -203,3 +203,21 @@ pub async fn key_owned_by(t: &Topology, i: usize, prefix: &str) -> String {
     }
     unreachable!("some key is owned by every frontend")
 }
+
+/// Why this machine cannot make network namespaces (`lab/hosts.sh`), or None when it can:
+/// that needs root, and `ip` from iproute2.
+pub fn cannot_make_namespaces() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    // "Uid:\t<real>\t<effective>\t…": namespaces need the effective one to be 0.
+    let euid = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1));
+    if euid != Some("0") {
+        return Some("not running as root".to_owned());
+    }
+    match Command::new("ip").arg("-V").output() {
+        Ok(out) if out.status.success() => None,
+        _ => Some("no `ip` command (apt-get install iproute2)".to_owned()),
+    }
+}
