@@ -62,6 +62,12 @@ pub fn run(wire: Wire, stop: Arc<AtomicBool>) -> Result<(), String> {
         .set_queue_max_len(wire.queue, 65_536)
         .map_err(|e| fail("cannot set the queue length", e))?;
     queue.set_nonblocking(true);
+    tracing::info!(
+        "wire on netfilter queue {}: each packet held {}, {}% dropped",
+        wire.queue,
+        humantime::format_duration(wire.delay),
+        wire.loss_percent
+    );
 
     // Every packet is held for the same time, so they leave in the order they came.
     let mut held = VecDeque::new();

@@ -47,12 +47,6 @@ async fn run_wire(args: WireArgs) -> Result<(), String> {
         let stopping = Arc::clone(&stopping);
         move || wire::run(wire, stopping)
     });
-    tracing::info!(
-        "wire on netfilter queue {}: each packet held {}, {}% dropped",
-        wire.queue,
-        humantime::format_duration(wire.delay),
-        wire.loss_percent
-    );
     tokio::select! {
         result = &mut held => return result.map_err(|e| e.to_string())?,
         () = stop => stopping.store(true, Ordering::Relaxed),
