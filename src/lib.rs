@@ -38,6 +38,7 @@
 //! - [`stats`] — the counters, as `GET /stats` returns them.
 //! - [`metrics`] — the same counters and request latencies as `GET /metrics`, for Prometheus.
 //! - [`key`] — what a valid key is and how it travels in a URL.
+//! - [`blob`] — content-addressed blobs: a value named by its SHA-256, checked on every load.
 //! - [`http`] — error replies and socket options the HTTP servers share.
 //! - [`logging`] — the coloured event lines a node prints.
 //! - [`shutdown`] — stopping on Ctrl-C, SIGTERM or SIGHUP.
@@ -47,6 +48,7 @@
 //!   kernel has no netem.
 
 pub mod args;
+pub mod blob;
 pub mod cache;
 pub mod cli;
 pub mod client;
