@@ -26,8 +26,8 @@ pub enum Command {
     Dbserver(DbserverArgs),
     /// A cache peer: tarpc for other peers on --port, HTTP for clients on --http-port.
     Frontend(FrontendArgs),
-    /// Talk to the dbserver (set, del, get), a frontend (cget), or all of them (herd, bench,
-    /// stats).
+    /// Talk to the dbserver (set, put, del, get), a frontend (cget), or all of them (herd,
+    /// bench, stats).
     Cli(CliArgs),
     /// The whole story in one go: the walkthrough, the herd three ways, the stats table.
     Demo(DemoArgs),
@@ -315,7 +315,8 @@ fn parse_bytes(text: &str) -> Result<u64, String> {
 #[derive(Debug, Args)]
 #[command(after_help = "The 2013 walkthrough's spelling works too:\n  \
     gclab cli -set -key foo -value bar\n  gclab cli -get -key foo\n  \
-    gclab cli -port 9002 -cget -key foo")]
+    gclab cli -port 9002 -cget -key foo\n  \
+    gclab cli -put -file photo.jpg")]
 pub struct CliArgs {
     #[command(subcommand)]
     pub command: CliCommand,
@@ -352,6 +353,20 @@ pub enum CliCommand {
         #[arg(long, value_delimiter = ',', default_value = "9001,9002,9003")]
         frontends: Vec<String>,
     },
+    /// Store a file as a blob: the dbserver names it by its SHA-256, and this prints the
+    /// address (`sha256:<64 hex digits>`) to fetch it with: `cget --key sha256:… -o FILE`.
+    /// The same bytes always get the same address. Up to the dbserver's --max-value-bytes.
+    Put {
+        /// The file to store (any bytes).
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        path: Option<PathBuf>,
+        /// The same, as a flag: `-put -file F` in the 2013 spelling.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// The dbserver's address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        db: String,
+    },
     /// Read a value straight from the dbserver (pays its delay every time).
     Get {
         /// The key: 1 to 250 bytes of UTF-8.
@@ -372,6 +387,10 @@ pub enum CliCommand {
         /// The frontend's HTTP address (instead of --port).
         #[arg(long, conflicts_with = "port")]
         frontend: Option<String>,
+        /// Write the value to this file, byte for byte, instead of to stdout (for a blob:
+        /// `-o photo.jpg`).
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
     },
     /// Trace a request through the lab and draw its travel: `trace cget -key foo -o foo.svg`.
     Trace {
