@@ -353,20 +353,6 @@ pub enum CliCommand {
         #[arg(long, value_delimiter = ',', default_value = "9001,9002,9003")]
         frontends: Vec<String>,
     },
-    /// Store a file as a blob: the dbserver names it by its SHA-256, and this prints the
-    /// address (`sha256:<64 hex digits>`) to fetch it with: `cget --key sha256:… -o FILE`.
-    /// The same bytes always get the same address. Up to the dbserver's --max-value-bytes.
-    Put {
-        /// The file to store (any bytes).
-        #[arg(required_unless_present = "file", conflicts_with = "file")]
-        path: Option<PathBuf>,
-        /// The same, as a flag: `-put -file F` in the 2013 spelling.
-        #[arg(long)]
-        file: Option<PathBuf>,
-        /// The dbserver's address.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        db: String,
-    },
     /// Read a value straight from the dbserver (pays its delay every time).
     Get {
         /// The key: 1 to 250 bytes of UTF-8.
@@ -391,6 +377,20 @@ pub enum CliCommand {
         /// `-o photo.jpg`).
         #[arg(short = 'o', long)]
         output: Option<PathBuf>,
+    },
+    /// Store a file as a blob: the dbserver names it by its SHA-256, and this prints the
+    /// address (`sha256:<64 hex digits>`) to fetch it with: `cget --key sha256:… -o FILE`.
+    /// The same bytes always get the same address. Up to the dbserver's --max-value-bytes.
+    Put {
+        /// The file to store (any bytes).
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        path: Option<PathBuf>,
+        /// The same, as a flag: `-put -file F` in the 2013 spelling.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// The dbserver's address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        db: String,
     },
     /// Trace a request through the lab and draw its travel: `trace cget -key foo -o foo.svg`.
     Trace {

@@ -2,7 +2,7 @@
 //!
 //! A key is one percent-encoded path segment (`/kv/user%2F42`), so any UTF-8 text can be a
 //! key, `/` included. The limits are memcached's: a key is 1 to 250 bytes. One more rule: a
-//! key that starts with `sha256:` names a blob ([`crate::blob`]), and must be followed by
+//! key that starts with `sha256:` names a blob (see `blob.rs`), and must be followed by
 //! exactly 64 lowercase hex digits, as the dbserver names them. Every server checks a key
 //! with [`decode`] before doing anything with it, so a bad key is a clear `400`, never a
 //! panic deeper down.

@@ -133,7 +133,8 @@ pub struct NodeStats {
     pub peer_peeks: u64,
     #[serde(default)]
     pub peer_peek_hits: u64,
-    #[serde(default)]
+    /// Left out while 0, like `faults`: a lab that stores no blobs sees the table it did.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub integrity_errors: u64,
     /// The peers this node knows now, sorted, itself included.
     #[serde(default)]
@@ -147,6 +148,10 @@ pub struct NodeStats {
     pub faults: FaultStats,
     pub main_cache: CacheStats,
     pub hot_cache: CacheStats,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// What `GET /stats` on the dbserver returns.

@@ -212,7 +212,9 @@ async fn a_peer_that_sends_wrong_bytes_is_not_believed_and_the_dbserver_is_asked
             tokio::spawn(
                 channel
                     .execute(peer.clone().serve())
-                    .for_each(|call| async { call.await }),
+                    .for_each(|call| async {
+                        tokio::spawn(call);
+                    }),
             );
         }
     });
