@@ -29,8 +29,8 @@
 //! - [`dbserver`] — the slow, durable store behind HTTP, and its change stream.
 //! - [`store`] — the store itself: versioned values and the change log, in sled.
 //! - [`client`] — HTTP clients for the dbserver and the frontends.
-//! - [`cli`] — `gclab cli set | put | get | cget | del | herd | bench | stats | fault | chaos`, and
-//!   the `--check` verdict.
+//! - [`cli`] — `gclab cli set | put | get | cget | del | herd | bench | stats | fault |
+//!   chaos`, and the `--check` verdict.
 //! - [`demo`] — `gclab demo`: the walkthrough, the herd three ways, and the stats table.
 //! - [`up`] — `gclab up`: the whole topology as child processes in one terminal.
 //! - [`args`] — the command line, as clap definitions (the `--help` text).

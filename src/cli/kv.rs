@@ -31,6 +31,7 @@ use serde_json::json;
 use super::{exit, short, TIMEOUT};
 use crate::args::CliCommand;
 use crate::client::{ClientError, DbClient, FrontendClient};
+use crate::dbserver::MAX_VALUE_BYTES;
 use crate::key;
 use crate::logging;
 
@@ -165,6 +166,18 @@ async fn put(path: &Path, db: &str, out: &Output) -> u8 {
             }
             exit::FOUND
         }
+        // Over the limit, the dbserver answers 413 without reading the body, and closes the
+        // connection; a body much larger than the socket's buffers is then cut off before
+        // its 413 can be read, and all the client sees is a broken connection.
+        Err(e @ ClientError::WrongServer { .. }) if size as u64 > MAX_VALUE_BYTES => out.error(
+            exit::USAGE,
+            &format!(
+                "cannot store {} ({size} bytes): the dbserver closed the connection while it was \
+                 sent, as it does with a value over its --max-value-bytes (1 MiB unless it was \
+                 started with more) ({e})",
+                path.display()
+            ),
+        ),
         Err(e) => out.client_error(&e),
     }
 }
