@@ -31,9 +31,8 @@ pub fn is_blob(key: &str) -> bool {
 
 /// Bytes loaded for a blob key that do not hash to it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the hash did not match: {key} was loaded as {len} bytes whose SHA-256 is {found}")]
+#[error("the hash did not match: the {len} bytes loaded hash to {found}")]
 pub struct Mismatch {
-    pub key: String,
     pub len: usize,
     /// The address the bytes really have.
     pub found: String,
@@ -50,7 +49,6 @@ pub fn check(key: &str, value: &[u8]) -> Result<(), Mismatch> {
         return Ok(());
     }
     Err(Mismatch {
-        key: key.to_owned(),
         len: value.len(),
         found,
     })

@@ -542,9 +542,9 @@ impl Group {
         }
         Stats::add(&self.stats.peer_peeks);
         match self.peers.peek(&previous, key, span.as_parent()).await {
-            // Bad bytes are logged and counted in `verify`; the dbserver is asked instead.
-            Ok(Some(loaded)) if self.verify(key, &loaded, &previous).is_err() => None,
             Ok(Some(loaded)) => {
+                // Bad bytes are counted and logged in `verify`; the dbserver is asked instead.
+                self.verify(key, &loaded, &previous).ok()?;
                 Stats::add(&self.stats.peer_peek_hits);
                 tracing::info!(
                     kind = "peer",
