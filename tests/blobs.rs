@@ -93,6 +93,13 @@ async fn a_put_file_comes_back_byte_for_byte_through_every_frontend() {
         sum
     };
     assert_eq!(integrity_errors, 0);
+    let frontends = [t.http_addr(0), t.http_addr(1), t.http_addr(2)].join(",");
+    let (_, table, _) = cli(&["stats", "--frontends", &frontends, "--db", t.db_addr()]).await;
+    assert!(table.contains("gets"), "{table}");
+    assert!(
+        !table.contains("integrity_errors"),
+        "no row while it is 0: {table}"
+    );
     t.stop().await;
 }
 
@@ -168,6 +175,14 @@ async fn a_blob_the_dbserver_garbles_is_a_502_counted_and_never_cached() {
     assert!(
         metrics.contains("gclab_integrity_errors_total 2"),
         "{metrics}"
+    );
+    // And `cli stats` grows a row for it, now that it is not 0.
+    let (_, table, _) = cli(&["stats", "--frontends", t.http_addr(0), "--db", &liar]).await;
+    let row = table.lines().find(|l| l.starts_with("integrity_errors"));
+    assert_eq!(
+        row.map(|r| r.split_whitespace().collect::<Vec<_>>()),
+        Some(vec!["integrity_errors", "2"]),
+        "{table}"
     );
     // A key that is no blob's names no bytes: the liar's answer is a value like any other.
     let plain = frontend.cget("foo").await.unwrap().unwrap();
