@@ -117,7 +117,8 @@ pub struct DbserverArgs {
     /// How long every read waits before it answers, so a database hit is felt.
     #[arg(long, default_value = "300ms", value_parser = humantime::parse_duration)]
     pub delay: Duration,
-    /// The largest value a set may store (memcached's limit by default).
+    /// The largest value a set or a blob (`cli put`) may store (memcached's limit by
+    /// default).
     #[arg(long, default_value = "1MiB", value_parser = parse_bytes)]
     pub max_value_bytes: u64,
     /// How long a client may take to send a request's headers (slower ones are cut off).
@@ -364,7 +365,8 @@ pub enum CliCommand {
     },
     /// Read a value through a frontend's cache.
     Cget {
-        /// The key: 1 to 250 bytes of UTF-8.
+        /// The key: 1 to 250 bytes of UTF-8; a blob's is `sha256:` and 64 lowercase hex
+        /// digits, as `put` prints it.
         #[arg(long)]
         key: String,
         /// The frontend's HTTP port, on 127.0.0.1.
