@@ -207,22 +207,25 @@ impl Peer for LyingPeer {
     }
 
     async fn peek(self, _: tarpc::context::Context, _: String, _: String) -> Option<Loaded> {
-        None
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        Some(Loaded {
+            value: Some(Bytes::from_static(self.bytes)),
+            version: 1,
+        })
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_peer_that_sends_wrong_bytes_is_not_believed_and_the_dbserver_is_asked() {
-    let t = common::start(0, Duration::ZERO, |_| {}).await;
-    let liar_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let liar = liar_listener.local_addr().unwrap().to_string();
+/// Starts a [`LyingPeer`] on port 0: its address, and how many calls it has had.
+async fn lying_peer() -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
     let asked = Arc::new(AtomicUsize::new(0));
     let peer = LyingPeer {
         bytes: b"not the real bytes",
         asked: Arc::clone(&asked),
     };
     tokio::spawn(async move {
-        while let Ok((stream, _)) = liar_listener.accept().await {
+        while let Ok((stream, _)) = listener.accept().await {
             let channel = BaseChannel::with_defaults(transport(stream));
             tokio::spawn(
                 channel
@@ -233,6 +236,13 @@ async fn a_peer_that_sends_wrong_bytes_is_not_believed_and_the_dbserver_is_asked
             );
         }
     });
+    (addr, asked)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_that_sends_wrong_bytes_is_not_believed_and_the_dbserver_is_asked() {
+    let t = common::start(0, Duration::ZERO, |_| {}).await;
+    let (liar, asked) = lying_peer().await;
     let peer_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let me = peer_listener.local_addr().unwrap().to_string();
@@ -272,6 +282,54 @@ async fn a_peer_that_sends_wrong_bytes_is_not_believed_and_the_dbserver_is_asked
     // What is cached is the dbserver's good copy, never the liar's.
     let again = frontend.cget(&address).await.unwrap().unwrap();
     assert_eq!((again.value, again.source.as_str()), (bytes.into(), "main"));
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_previous_owner_that_hands_over_wrong_bytes_is_not_believed() {
+    let t = common::start(0, Duration::ZERO, |_| {}).await;
+    let (liar, asked) = lying_peer().await;
+    // This node joins a ring of the liar and a node that is never asked: a key that moves
+    // from the liar to this node is peeked at the liar first (the warm hand-off).
+    let (me, bystander) = ("127.0.0.1:1".to_owned(), "127.0.0.1:2".to_owned());
+    let before = vec![liar.clone(), bystander.clone()];
+    let after = vec![liar.clone(), bystander, me.clone()];
+    let (old, new) = (
+        gclab::ring::Ring::new(before.clone()),
+        gclab::ring::Ring::new(after.clone()),
+    );
+    let (bytes, address) = (0..)
+        .map(|n| format!("moving blob {n}").into_bytes())
+        .map(|b| {
+            let a = address_of(&b);
+            (b, a)
+        })
+        .find(|(_, a)| old.owner(a) == liar && new.owner(a) == me)
+        .unwrap();
+    t.db.put_blob(Bytes::from(bytes.clone())).await.unwrap();
+    let config = common::frontend_config(&me, before, t.db_addr());
+    let group = Arc::new(gclab::group::Group::new(&config.group));
+    assert!(group.set_peers(after, false));
+
+    let span = http::arriving(group.events(), None, &address);
+    let got = group.get(&address, span).await.unwrap();
+    assert_eq!(got.value, bytes, "the real bytes, from the dbserver");
+    assert_eq!(got.source.as_str(), "db");
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        1,
+        "the liar was peeked at once"
+    );
+    let stats = group.stats();
+    assert_eq!(
+        (
+            stats.integrity_errors,
+            stats.peer_peeks,
+            stats.peer_peek_hits
+        ),
+        (1, 1, 0)
+    );
+    assert_eq!(stats.local_loads, 1);
     t.stop().await;
 }
 
