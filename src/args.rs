@@ -26,8 +26,8 @@ pub enum Command {
     Dbserver(DbserverArgs),
     /// A cache peer: tarpc for other peers on --port, HTTP for clients on --http-port.
     Frontend(FrontendArgs),
-    /// Talk to the dbserver (set, del, get), a frontend (cget), or all of them (herd, bench,
-    /// stats).
+    /// Talk to the dbserver (set, put, del, get), a frontend (cget), or all of them (herd,
+    /// bench, stats).
     Cli(CliArgs),
     /// The whole story in one go: the walkthrough, the herd three ways, the stats table.
     Demo(DemoArgs),
@@ -117,7 +117,8 @@ pub struct DbserverArgs {
     /// How long every read waits before it answers, so a database hit is felt.
     #[arg(long, default_value = "300ms", value_parser = humantime::parse_duration)]
     pub delay: Duration,
-    /// The largest value a set may store (memcached's limit by default).
+    /// The largest value a set or a blob (`cli put`) may store (memcached's limit by
+    /// default).
     #[arg(long, default_value = "1MiB", value_parser = parse_bytes)]
     pub max_value_bytes: u64,
     /// How long a client may take to send a request's headers (slower ones are cut off).
@@ -323,7 +324,8 @@ fn parse_bytes(text: &str) -> Result<u64, String> {
 #[derive(Debug, Args)]
 #[command(after_help = "The 2013 walkthrough's spelling works too:\n  \
     gclab cli -set -key foo -value bar\n  gclab cli -get -key foo\n  \
-    gclab cli -port 9002 -cget -key foo")]
+    gclab cli -port 9002 -cget -key foo\n  \
+    gclab cli -put -file photo.jpg")]
 pub struct CliArgs {
     #[command(subcommand)]
     pub command: CliCommand,
@@ -371,7 +373,8 @@ pub enum CliCommand {
     },
     /// Read a value through a frontend's cache.
     Cget {
-        /// The key: 1 to 250 bytes of UTF-8.
+        /// The key: 1 to 250 bytes of UTF-8; a blob's is `sha256:` and 64 lowercase hex
+        /// digits, as `put` prints it.
         #[arg(long)]
         key: String,
         /// The frontend's HTTP port, on 127.0.0.1.
@@ -380,6 +383,24 @@ pub enum CliCommand {
         /// The frontend's HTTP address (instead of --port).
         #[arg(long, conflicts_with = "port")]
         frontend: Option<String>,
+        /// Write the value to this file, byte for byte, instead of to stdout (for a blob:
+        /// `-o photo.jpg`).
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+    },
+    /// Store a file as a blob: the dbserver names it by its SHA-256, and this prints the
+    /// address (`sha256:<64 hex digits>`) to fetch it with: `cget --key sha256:… -o FILE`.
+    /// The same bytes always get the same address. Up to the dbserver's --max-value-bytes.
+    Put {
+        /// The file to store (any bytes).
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        path: Option<PathBuf>,
+        /// The same, as a flag: `-put -file F` in the 2013 spelling.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// The dbserver's address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        db: String,
     },
     /// Trace a request through the lab and draw its travel: `trace cget -key foo -o foo.svg`.
     Trace {

@@ -499,6 +499,19 @@ impl DbClient {
         Ok(version_of(&answer.headers))
     }
 
+    /// Stores `bytes` as a blob: the address the dbserver gave it, and the write's version.
+    pub async fn put_blob(&self, bytes: Bytes) -> Result<(String, u64), ClientError> {
+        let e = &self.endpoint;
+        let answer = e.call_for(Method::POST, "/blobs", bytes).await?;
+        let address = String::from_utf8_lossy(&answer.body).trim().to_owned();
+        // Checked, as every answer is: a blob's address is all the cli has to show for it.
+        if !crate::blob::is_blob(&address) || key::validate(&address).is_err() {
+            let reason = format!("but its answer {address:?} is not a blob's address");
+            return Err(e.failed(answer.status, reason));
+        }
+        Ok((address, version_of(&answer.headers)))
+    }
+
     /// Deletes `key`: its version, or `None` if there was no such key.
     pub async fn delete(&self, key: &str) -> Result<Option<u64>, ClientError> {
         let e = &self.endpoint;

@@ -13,7 +13,10 @@
 //! Routes (one filter function each):
 //! - `GET /kv/{key}` → 200 and the value, with `x-gclab-version` and `ETag: "v7"`; or 404,
 //!   whose `x-gclab-version` is the store's version ("no such key as of v7")
-//! - `PUT /kv/{key}` with the value as body → 204, `x-gclab-version` the write's version
+//! - `PUT /kv/{key}` with the value as body → 204, `x-gclab-version` the write's version;
+//!   a `sha256:` key is refused (400): a blob is named by its bytes, not by its client
+//! - `POST /blobs` with the bytes as body → 201 and their address, `sha256:<64 hex>`, as the
+//!   body and in `Location: /kv/sha256:…`; the same bytes again get the same address
 //! - `DELETE /kv/{key}` → 204 and the delete's version, or 404
 //! - `GET /changes?since=V` → a stream of JSON lines, one per write after V (see below)
 //! - `GET /stats` → `{"gets": N, "sets": N, "keys": N, "version": N, …}`
@@ -39,6 +42,7 @@ use warp::http::header::{HeaderValue, ETAG};
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
+use crate::blob;
 use crate::client::Server;
 use crate::http::{self, Limits, Problem};
 use crate::key;
@@ -132,6 +136,7 @@ pub const VERSION: &str = "x-gclab-version";
 pub fn routes(api: Arc<Api>) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     get_kv(api.clone())
         .or(put_kv(api.clone()))
+        .or(post_blob(api.clone()))
         .or(delete_kv(api.clone()))
         .or(get_changes(api.clone()))
         .or(get_stats(api.clone()))
@@ -152,21 +157,33 @@ fn get_kv(api: Arc<Api>) -> impl Filter<Extract = (impl Reply,), Error = Rejecti
 
 /// `PUT /kv/{key}` with the value as the body.
 fn put_kv(api: Arc<Api>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
-    let limit = api.max_value_bytes;
     warp::path!("kv" / String)
         .and(warp::put())
-        .and(warp::body::content_length_limit(limit).or_else(
-            move |rejection: Rejection| async move {
-                // warp's own rejection does not say what the limit is; ours does.
-                if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
-                    return Err(Problem::too_large(limit));
-                }
-                Err(rejection)
-            },
-        ))
-        .and(warp::body::bytes())
+        .and(value_body(api.max_value_bytes))
         .and(with_api(api))
         .and_then(write_value)
+}
+
+/// `POST /blobs` with the blob's bytes as the body.
+fn post_blob(api: Arc<Api>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::path!("blobs")
+        .and(warp::post())
+        .and(value_body(api.max_value_bytes))
+        .and(with_api(api))
+        .and_then(write_blob)
+}
+
+/// A request body of at most `limit` bytes: a set's value, or a blob.
+fn value_body(limit: u64) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
+    warp::body::content_length_limit(limit)
+        .or_else(move |rejection: Rejection| async move {
+            // warp's own rejection does not say what the limit is; ours does.
+            if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+                return Err(Problem::too_large(limit));
+            }
+            Err(rejection)
+        })
+        .and(warp::body::bytes())
 }
 
 /// `DELETE /kv/{key}`
@@ -265,6 +282,17 @@ async fn write_value(
 ) -> Result<warp::reply::Response, Rejection> {
     let started = Instant::now();
     let key = key::decode(&raw_key).map_err(Problem::bad_key)?;
+    if blob::is_blob(&key) {
+        // Not "accept it if the hash matches": one way in keeps the rule short, and the
+        // name is never the client's to give.
+        return Ok(http::text(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{key} is a blob's address, which the dbserver gives: POST the bytes to \
+                 /blobs (`gclab cli put FILE`) and it names them"
+            ),
+        ));
+    }
     match api.store.set(&key, &value).await {
         Ok(version) => {
             tracing::info!("setting {key} to {} (v{version})", logging::preview(&value));
@@ -272,6 +300,32 @@ async fn write_value(
             Ok(with_version(no_content(), version))
         }
         Err(e) => Err(Problem::internal(format!("writing {key} to sled failed: {e}")).into()),
+    }
+}
+
+/// Stores a blob under the address of its bytes, which the dbserver computes itself.
+///
+/// Storing the same bytes again writes them again (a new version, the same address):
+/// simpler than looking first, and every reader sees the same bytes either way.
+async fn write_blob(value: Bytes, api: Arc<Api>) -> Result<warp::reply::Response, Rejection> {
+    let started = Instant::now();
+    let address = blob::address(&value);
+    match api.store.set(&address, &value).await {
+        Ok(version) => {
+            tracing::info!(
+                "stored a blob of {} bytes as {address} (v{version})",
+                value.len()
+            );
+            api.metrics.observe("set", started.elapsed());
+            let mut reply = with_version(http::text(StatusCode::CREATED, address.clone()), version);
+            let location = format!("/kv/{}", key::encode(&address));
+            reply.headers_mut().insert(
+                warp::http::header::LOCATION,
+                HeaderValue::from_str(&location).expect("an encoded key is a valid header"),
+            );
+            Ok(reply)
+        }
+        Err(e) => Err(Problem::internal(format!("writing {address} to sled failed: {e}")).into()),
     }
 }
 

@@ -385,10 +385,12 @@ async fn cache_get(
             http::no_such_key(format!("no such key: the dbserver has no {key}")),
             "not_found",
         ),
-        Err(GetError::Unavailable(reason)) => (
+        // A blob whose bytes did not match is a 502 too: what this node was sent is wrong,
+        // not what the client asked.
+        Err(error @ (GetError::Unavailable(_) | GetError::Mismatch(_))) => (
             http::text(
                 StatusCode::BAD_GATEWAY,
-                format!("could not load {key}: {reason}"),
+                format!("could not load {key}: {error}"),
             ),
             "error",
         ),

@@ -24,6 +24,13 @@
 //! see [`crate::invalidation`] for the race). With `--ttl`, an entry older than the TTL is
 //! a miss, and its reload goes through singleflight like any other.
 //!
+//! A `sha256:` key names a blob ([`crate::blob`]): whatever loads it, from the dbserver, a
+//! peer or a previous owner's cache, is hashed before it is cached or served (`verify`).
+//! Bytes that do not match are refused and counted (`integrity_errors`): nothing is
+//! cached, so the next Get asks again. A peer's bad bytes are one more way a peer can fail,
+//! and the key is loaded here instead; the dbserver's are the end of the road, and the
+//! client hears that the hash did not match.
+//!
 //! A Get that arrives from a peer (`serve_peer`, counted in `server_requests`) is never
 //! forwarded again: a peer's ask means "load it yourself", so a request cannot travel in a
 //! loop even if two nodes disagreed on the owner. (It may join a flight this node already
@@ -38,6 +45,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use tokio::time::Instant as TokioInstant;
 
+use crate::blob::{self, Mismatch};
 use crate::cache::{Cache, Entry};
 use crate::client::{DbClient, Loaded};
 use crate::faults::{Faults, Rule};
@@ -265,6 +273,9 @@ pub enum GetError {
     /// The value could not be loaded (dbserver down or failing); the message says why.
     #[error("{0}")]
     Unavailable(String),
+    /// The dbserver's bytes for a blob key do not hash to it. Not cached either.
+    #[error(transparent)]
+    Mismatch(Mismatch),
 }
 
 impl FromPanic for GetError {
@@ -532,6 +543,8 @@ impl Group {
         Stats::add(&self.stats.peer_peeks);
         match self.peers.peek(&previous, key, span.as_parent()).await {
             Ok(Some(loaded)) => {
+                // Bad bytes are counted and logged in `verify`; the dbserver is asked instead.
+                self.verify(key, &loaded, &previous).ok()?;
                 Stats::add(&self.stats.peer_peek_hits);
                 tracing::info!(
                     kind = "peer",
@@ -640,10 +653,19 @@ impl Group {
         };
         self.events.note(span, Kind::PeerCallIn, to(came_back));
         match answer {
-            Ok(loaded) => {
-                Stats::add(&self.stats.peer_loads);
-                PeerAnswer::Answered(loaded)
-            }
+            // A peer's wrong bytes are a failure of that peer, like its dbserver failing: the
+            // key is loaded here, which may well succeed. (Answering the client 502 at once
+            // would make one bad node spoil a key that the dbserver holds intact.)
+            Ok(loaded) => match self.verify(key, &loaded, peer) {
+                Ok(()) => {
+                    Stats::add(&self.stats.peer_loads);
+                    PeerAnswer::Answered(loaded)
+                }
+                Err(mismatch) => {
+                    Stats::add(&self.stats.peer_errors);
+                    PeerAnswer::CouldNotLoad(mismatch.to_string())
+                }
+            },
             Err(PeerError::Remote(reason)) => {
                 Stats::add(&self.stats.peer_errors);
                 PeerAnswer::CouldNotLoad(reason)
@@ -672,6 +694,8 @@ impl Group {
                 if loaded.value.is_none() {
                     tracing::info!(kind = "db", "the dbserver has no {key}");
                 }
+                self.verify(key, &loaded, "the dbserver")
+                    .map_err(GetError::Mismatch)?;
                 Ok(loaded)
             }
             Err(e) => {
@@ -680,6 +704,21 @@ impl Group {
                 Err(GetError::Unavailable(e.to_string()))
             }
         }
+    }
+
+    /// Checks a loaded blob against its key ([`blob::check`]); any other key passes. A
+    /// mismatch is counted in `integrity_errors` and logged with `from`, who sent the bytes.
+    ///
+    /// Checked where a value is loaded, not in `populate_cache`: a value that is not cached
+    /// (a peer's, mostly) is served all the same, and must be checked all the same.
+    fn verify(&self, key: &str, loaded: &Loaded, from: &str) -> Result<(), Mismatch> {
+        let Some(value) = &loaded.value else {
+            return Ok(()); // "no such key" names no bytes
+        };
+        blob::check(key, value).inspect_err(|mismatch| {
+            Stats::add(&self.stats.integrity_errors);
+            tracing::error!("refused {key} from {from}, not cached: {mismatch}");
+        })
     }
 
     /// Adds a value to `cache` (if given: a "no such key" or a peer's value often is not

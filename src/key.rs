@@ -1,9 +1,11 @@
 //! Keys: what a valid key is, and how it travels in a URL.
 //!
 //! A key is one percent-encoded path segment (`/kv/user%2F42`), so any UTF-8 text can be a
-//! key, `/` included. The limits are memcached's: a key is 1 to 250 bytes. Every server
-//! checks a key with [`decode`] before doing anything with it, so a bad key is a clear
-//! `400`, never a panic deeper down.
+//! key, `/` included. The limits are memcached's: a key is 1 to 250 bytes. One more rule: a
+//! key that starts with `sha256:` names a blob (see `blob.rs`), and must be followed by
+//! exactly 64 lowercase hex digits, as the dbserver names them. Every server checks a key
+//! with [`decode`] before doing anything with it, so a bad key is a clear `400`, never a
+//! panic deeper down.
 
 use std::borrow::Cow;
 
@@ -11,6 +13,9 @@ use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_AL
 
 /// The longest key, in bytes, as in memcached.
 pub const MAX_KEY_BYTES: usize = 250;
+
+/// What starts a blob's key: the name of the hash its value must have.
+pub const BLOB_PREFIX: &str = "sha256:";
 
 /// Why a key was refused. The message is written for the person who typed it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -23,6 +28,14 @@ pub enum KeyError {
     NotUtf8,
     #[error("the key has a '%' not followed by two hex digits; write '%25' for a literal '%'")]
     BadEscape,
+    /// Refused here, not left to find no such key: a typo in a 64-digit hash is easy to
+    /// make and hard to see, and the rule is the fix.
+    #[error(
+        "a key starting with 'sha256:' must be followed by exactly 64 lowercase hex digits \
+         (0-9, a-f), the SHA-256 its value has; this one has {0:?} after it. \
+         `gclab cli put FILE` prints a blob's address"
+    )]
+    BadBlobAddress(String),
 }
 
 /// Checks a key typed by a person or sent by a client.
@@ -30,8 +43,16 @@ pub fn validate(key: &str) -> Result<(), KeyError> {
     match key.len() {
         0 => Err(KeyError::Empty),
         n if n > MAX_KEY_BYTES => Err(KeyError::TooLong(n)),
-        _ => Ok(()),
+        _ => match key.strip_prefix(BLOB_PREFIX) {
+            Some(hash) if !is_sha256_hex(hash) => Err(KeyError::BadBlobAddress(hash.to_owned())),
+            _ => Ok(()),
+        },
     }
+}
+
+/// 64 lowercase hex digits: uppercase is refused, so that one blob has one name.
+fn is_sha256_hex(hash: &str) -> bool {
+    hash.len() == 64 && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// Turns one raw URL path segment into a checked key. Borrowed when nothing was escaped,
@@ -91,6 +112,25 @@ mod tests {
         assert_eq!(decode("%ff%fe"), Err(KeyError::NotUtf8));
         assert_eq!(decode("%zz"), Err(KeyError::BadEscape));
         assert_eq!(decode("abc%4"), Err(KeyError::BadEscape));
+        let hash = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert_eq!(validate(&format!("sha256:{hash}")), Ok(()));
+        for bad in [
+            &hash[1..],
+            &hash.to_uppercase(),
+            &format!("{hash}0"),
+            "",
+            "xyz",
+        ] {
+            assert_eq!(
+                validate(&format!("sha256:{bad}")),
+                Err(KeyError::BadBlobAddress(bad.to_owned()))
+            );
+        }
+        assert_eq!(
+            validate("sha256"),
+            Ok(()),
+            "not a blob key without the colon"
+        );
         assert_eq!(
             KeyError::TooLong(300).to_string(),
             "the key is 300 bytes long; the limit is 250"
@@ -118,7 +158,7 @@ mod tests {
             let segment: String = bytes.iter().map(|b| format!("%{b:02X}")).collect();
             match decode(&segment) {
                 Ok(key) => proptest::prop_assert_eq!(key.as_bytes(), &bytes[..]),
-                Err(e) => proptest::prop_assert!(matches!(e, KeyError::Empty | KeyError::TooLong(_) | KeyError::NotUtf8)),
+                Err(e) => proptest::prop_assert!(matches!(e, KeyError::Empty | KeyError::TooLong(_) | KeyError::NotUtf8 | KeyError::BadBlobAddress(_))),
             }
         }
     }

@@ -29,8 +29,8 @@
 //! - [`dbserver`] — the slow, durable store behind HTTP, and its change stream.
 //! - [`store`] — the store itself: versioned values and the change log, in sled.
 //! - [`client`] — HTTP clients for the dbserver and the frontends.
-//! - [`cli`] — `gclab cli set | get | cget | del | herd | bench | stats | fault | chaos`, and
-//!   the `--check` verdict.
+//! - [`cli`] — `gclab cli set | put | get | cget | del | herd | bench | stats | fault |
+//!   chaos`, and the `--check` verdict.
 //! - [`demo`] — `gclab demo`: the walkthrough, the herd three ways, and the stats table.
 //! - [`up`] — `gclab up`: the whole topology as child processes in one terminal.
 //! - [`args`] — the command line, as clap definitions (the `--help` text).
@@ -38,6 +38,7 @@
 //! - [`stats`] — the counters, as `GET /stats` returns them.
 //! - [`metrics`] — the same counters and request latencies as `GET /metrics`, for Prometheus.
 //! - [`key`] — what a valid key is and how it travels in a URL.
+//! - [`blob`] — content-addressed blobs: a value named by its SHA-256, checked on every load.
 //! - [`http`] — error replies and socket options the HTTP servers share.
 //! - [`logging`] — the coloured event lines a node prints.
 //! - [`shutdown`] — stopping on Ctrl-C, SIGTERM or SIGHUP.
@@ -47,6 +48,7 @@
 //!   kernel has no netem.
 
 pub mod args;
+pub mod blob;
 pub mod cache;
 pub mod cli;
 pub mod client;

@@ -111,7 +111,7 @@ impl Metrics {
 }
 
 /// groupcache's nine counters and our `failovers`, in the order `/stats` lists them.
-const NODE_COUNTERS: [(&str, &str); 13] = [
+const NODE_COUNTERS: [(&str, &str); 14] = [
     ("gclab_gets_total", "Every Get, from a client or a peer"),
     (
         "gclab_cache_hits_total",
@@ -142,6 +142,10 @@ const NODE_COUNTERS: [(&str, &str); 13] = [
     (
         "gclab_stale_loads_refused_total",
         "Loads refused because a newer change arrived while they loaded",
+    ),
+    (
+        "gclab_integrity_errors_total",
+        "Blobs refused because their bytes did not hash to their key",
     ),
 ];
 
@@ -215,6 +219,7 @@ fn publish_node(s: &NodeStats) {
         s.changes_applied,
         s.evictions_by_change,
         s.stale_loads_refused,
+        s.integrity_errors,
     ];
     for ((name, _), value) in NODE_COUNTERS.iter().zip(values) {
         metrics::counter!(*name).absolute(value);

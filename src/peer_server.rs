@@ -67,6 +67,7 @@ impl Peer for PeerServer {
                 version,
             }),
             Err(GetError::Unavailable(reason)) => Err(reason),
+            Err(GetError::Mismatch(mismatch)) => Err(mismatch.to_string()),
         }
     }
 

@@ -50,6 +50,9 @@ pub struct Stats {
     /// (the warm hand-off), and how many of those it had.
     pub peer_peeks: AtomicU64,
     pub peer_peek_hits: AtomicU64,
+    /// Blobs refused because their bytes did not hash to their key (`crate::blob`), from
+    /// the dbserver or a peer (not a groupcache counter: its keys name no bytes).
+    pub integrity_errors: AtomicU64,
 }
 
 impl Stats {
@@ -80,6 +83,7 @@ impl Stats {
             membership_changes: read(&self.membership_changes),
             peer_peeks: read(&self.peer_peeks),
             peer_peek_hits: read(&self.peer_peek_hits),
+            integrity_errors: read(&self.integrity_errors),
             peers: Vec::new(),
             last_version_applied: 0,
             faults: FaultStats::default(),
@@ -129,6 +133,9 @@ pub struct NodeStats {
     pub peer_peeks: u64,
     #[serde(default)]
     pub peer_peek_hits: u64,
+    /// Left out while 0, like `faults`: a lab that stores no blobs sees the table it did.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub integrity_errors: u64,
     /// The peers this node knows now, sorted, itself included.
     #[serde(default)]
     pub peers: Vec<String>,
@@ -141,6 +148,10 @@ pub struct NodeStats {
     pub faults: FaultStats,
     pub main_cache: CacheStats,
     pub hot_cache: CacheStats,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// What `GET /stats` on the dbserver returns.

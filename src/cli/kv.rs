@@ -1,4 +1,4 @@
-//! `gclab cli set | del | get | cget`: one key, one answer, and where it came from.
+//! `gclab cli set | put | del | get | cget`: one key, one answer, and where it came from.
 //!
 //! The value alone goes to stdout, so `$(gclab cli cget --key foo)` works. When stderr is a
 //! terminal, one more line there explains the answer:
@@ -14,12 +14,15 @@
 //! stored foo v7 · 1.1 ms · seen by 3/3 frontends in 2.4 ms
 //! ```
 //!
+//! `put FILE` stores a blob and prints the address the dbserver gave it, `sha256:…`;
+//! `cget --key sha256:… -o FILE` writes the value to a file instead of stdout, byte for byte.
+//!
 //! `--json` prints everything as one object on stdout instead. Exit codes: 0 found,
 //! 1 not found, 2 usage error (clap's own, or a key the server refused), 3 a server could
 //! not be reached or failed.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -28,12 +31,18 @@ use serde_json::json;
 use super::{exit, short, TIMEOUT};
 use crate::args::CliCommand;
 use crate::client::{ClientError, DbClient, FrontendClient};
+use crate::dbserver::MAX_VALUE_BYTES;
 use crate::key;
 use crate::logging;
 
-/// Runs `set`, `get` or `cget` and returns the exit code.
+/// Runs `set`, `put`, `del`, `get` or `cget` and returns the exit code.
 pub async fn run(command: CliCommand, json: bool) -> u8 {
     let out = Output { json };
+    if let CliCommand::Put { path, file, db } = command {
+        // clap makes sure one of the two is given.
+        let path = path.or(file).unwrap_or_default();
+        return put(&path, &db, &out).await;
+    }
     let key = match &command {
         CliCommand::Set { key, .. }
         | CliCommand::Del { key, .. }
@@ -97,6 +106,7 @@ pub async fn run(command: CliCommand, json: bool) -> u8 {
             key,
             port,
             frontend,
+            output,
         } => {
             let addr = frontend.unwrap_or_else(|| format!("127.0.0.1:{port}"));
             let frontend = FrontendClient::new(&addr, TIMEOUT);
@@ -116,13 +126,59 @@ pub async fn run(command: CliCommand, json: bool) -> u8 {
                         "owner": cached.owner,
                         "source": cached.source,
                     });
-                    out.value(&key, &cached.value, &story, facts, started.elapsed())
+                    match output {
+                        Some(path) => out.to_file(&path, &cached.value, &story, facts, started),
+                        None => out.value(&key, &cached.value, &story, facts, started.elapsed()),
+                    }
                 }
                 Ok(None) => out.not_found(&key, &format!("through frontend {}", short(&addr))),
                 Err(e) => out.client_error(&e),
             }
         }
         _ => unreachable!("cli::run sends only set, get and cget here"),
+    }
+}
+
+/// `put`: stores the file's bytes as a blob and prints its address.
+async fn put(path: &Path, db: &str, out: &Output) -> u8 {
+    let started = Instant::now();
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => Bytes::from(bytes),
+        Err(e) => return out.error(exit::USAGE, &format!("cannot read {}: {e}", path.display())),
+    };
+    let size = bytes.len();
+    let db = DbClient::new(db, TIMEOUT);
+    match db.put_blob(bytes).await {
+        Ok((address, version)) => {
+            let took = millis(started.elapsed());
+            if out.json {
+                let facts = json!({
+                    "address": address, "bytes": size, "file": path.display().to_string(),
+                    "dbserver": db.addr(), "version": version, "ms": took,
+                });
+                println!("{facts}");
+            } else {
+                println!("{address}");
+                explain(&format!(
+                    "stored {} ({size} bytes) as a blob v{version} · {took:.1} ms",
+                    path.display()
+                ));
+            }
+            exit::FOUND
+        }
+        // Over the limit, the dbserver answers 413 without reading the body, and closes the
+        // connection; a body much larger than the socket's buffers is then cut off before
+        // its 413 can be read, and all the client sees is a broken connection.
+        Err(e @ ClientError::WrongServer { .. }) if size as u64 > MAX_VALUE_BYTES => out.error(
+            exit::USAGE,
+            &format!(
+                "cannot store {} ({size} bytes): the dbserver closed the connection while it was \
+                 sent, as it does with a value over its --max-value-bytes (1 MiB unless it was \
+                 started with more) ({e})",
+                path.display()
+            ),
+        ),
+        Err(e) => out.client_error(&e),
     }
 }
 
@@ -239,6 +295,39 @@ impl Output {
             explain(&format!(
                 "{}  ← {story} · {:.1} ms",
                 logging::preview(value),
+                millis(took)
+            ));
+        }
+        exit::FOUND
+    }
+
+    /// `cget -o FILE`: the value goes to the file, the story to stderr as usual.
+    fn to_file(
+        &self,
+        path: &Path,
+        value: &[u8],
+        story: &str,
+        mut facts: serde_json::Value,
+        started: Instant,
+    ) -> u8 {
+        if let Err(e) = std::fs::write(path, value) {
+            return self.error(
+                exit::USAGE,
+                &format!("cannot write {}: {e}", path.display()),
+            );
+        }
+        let took = started.elapsed();
+        if self.json {
+            facts["found"] = true.into();
+            facts["output"] = path.display().to_string().into();
+            facts["bytes"] = value.len().into();
+            facts["ms"] = millis(took).into();
+            println!("{facts}");
+        } else {
+            explain(&format!(
+                "wrote {} bytes to {}  ← {story} · {:.1} ms",
+                value.len(),
+                path.display(),
                 millis(took)
             ));
         }

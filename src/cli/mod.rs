@@ -1,6 +1,6 @@
 //! `gclab cli`: the client side of the lab.
 //!
-//! - [`kv`] — `set` and `get` on the dbserver, `cget` through a frontend;
+//! - [`kv`] — `set`, `put` (a blob) and `get` on the dbserver, `cget` through a frontend;
 //! - [`herd`] — many cgets of one cold key at once, and the database reads they cost;
 //! - [`bench`] — a load generator: open loop at a rate, or closed loop at a concurrency;
 //! - [`stats`] — every node's counters as one table;

@@ -74,14 +74,16 @@ pub async fn collect(
 }
 
 /// Which optional rows the table has: the change-stream counters when some node follows
-/// changes, the fault counters when some node has had fault rules. Without them the
-/// groupcache table stays as it is.
+/// changes, the fault counters when some node has had fault rules, `integrity_errors` when
+/// some node refused a blob. Without them the groupcache table stays as it is.
 #[derive(Debug, Clone, Copy)]
 pub struct Sections {
     pub changes: bool,
     pub faults: bool,
     /// Some node's peers changed (`--peers-from`), or two nodes list different peers.
     pub membership: bool,
+    /// Some node refused a blob whose bytes did not match its key.
+    pub integrity: bool,
 }
 
 impl Sections {
@@ -89,6 +91,7 @@ impl Sections {
         Sections {
             changes: nodes.clone().any(|s| s.following),
             faults: nodes.clone().any(|s| s.faults != Default::default()),
+            integrity: nodes.clone().any(|s| s.integrity_errors > 0),
             membership: nodes.clone().any(|s| s.membership_changes > 0)
                 || nodes
                     .clone()
@@ -132,6 +135,9 @@ pub fn counters(s: &NodeStats, sections: Sections) -> Vec<(&'static str, u64)> {
             ("peer_peeks", s.peer_peeks),
             ("peer_peek_hits", s.peer_peek_hits),
         ]);
+    }
+    if sections.integrity {
+        counters.push(("integrity_errors", s.integrity_errors));
     }
     if sections.faults {
         let f = &s.faults;
