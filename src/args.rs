@@ -177,6 +177,11 @@ pub struct FrontendArgs {
     /// How long a client may take to send a request's headers (slower ones are cut off).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub client_timeout: Duration,
+    /// How peers ask each other for keys: `tarpc` (on --port, many calls over one
+    /// connection) or `http` (groupcache's `GET /_groupcache/{key}` on a peer's --port +
+    /// 1000, over pooled keep-alive connections). Every frontend must use the same one.
+    #[arg(long, value_enum, default_value_t = crate::peers::PeerTransport::Tarpc)]
+    pub peer_transport: crate::peers::PeerTransport,
     /// Contrast switch: every cache miss does its own load (no singleflight).
     #[arg(long)]
     pub no_singleflight: bool,
@@ -233,6 +238,18 @@ impl FrontendArgs {
                 self.bind
             ));
         }
+        // The HTTP transport finds a peer's HTTP port at its --port + 1000, so must this node.
+        if self.peer_transport == crate::peers::PeerTransport::Http
+            && self
+                .http_port
+                .is_some_and(|p| Some(p) != self.port.checked_add(1000))
+        {
+            return Err(
+                "--peer-transport http asks each peer at its --port + 1000; leave out \
+                 --http-port, or use --peer-transport tarpc"
+                    .to_owned(),
+            );
+        }
         // The original's convention: clients talk to port + 1000.
         let http_port = match self.http_port {
             Some(port) => port,
@@ -265,6 +282,7 @@ impl FrontendArgs {
                 stale_guard: !self.no_stale_guard,
                 ttl: self.ttl,
                 events: self.events,
+                peer_transport: self.peer_transport,
             },
             client_timeout: self.client_timeout,
             membership: self

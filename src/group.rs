@@ -43,7 +43,7 @@ use crate::client::{DbClient, Loaded};
 use crate::faults::{Faults, Rule};
 use crate::invalidation::Invalidation;
 use crate::logging::HITS;
-use crate::peers::{PeerError, Peers};
+use crate::peers::{PeerError, PeerTransport, Peers};
 use crate::ring::Ring;
 use crate::singleflight::{self, FromPanic};
 use crate::stats::{NodeStats, Stats};
@@ -82,6 +82,8 @@ pub struct Config {
     pub ttl: Option<Duration>,
     /// How many trace events this node keeps (`--events`); 0 records none.
     pub events: usize,
+    /// How peers ask each other (`--peer-transport`): the Get path does not care which.
+    pub peer_transport: PeerTransport,
 }
 
 /// Why a configuration was refused.
@@ -135,6 +137,9 @@ impl Config {
         }
         if let Some(ttl) = self.ttl {
             modes.push(format!("ttl {}", humantime::format_duration(ttl)));
+        }
+        if self.peer_transport == PeerTransport::Http {
+            modes.push("peers ask each other over HTTP (/_groupcache/)".to_owned());
         }
         (!modes.is_empty()).then(|| modes.join("; "))
     }
@@ -298,6 +303,7 @@ impl Group {
                 config.peers.iter().filter(|p| **p != config.me),
                 config.peer_timeout,
                 Arc::clone(&faults),
+                config.peer_transport,
             ),
             db: DbClient::new(&config.db_addr, config.db_timeout).with_faults(Arc::clone(&faults)),
             faults,
