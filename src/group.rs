@@ -139,7 +139,7 @@ impl Config {
             modes.push(format!("ttl {}", humantime::format_duration(ttl)));
         }
         if self.peer_transport == PeerTransport::Http {
-            modes.push("peers ask each other over HTTP (/_groupcache/)".to_owned());
+            modes.push("peer transport: HTTP".to_owned());
         }
         (!modes.is_empty()).then(|| modes.join("; "))
     }
