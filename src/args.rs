@@ -135,7 +135,7 @@ pub struct DbserverArgs {
 
 #[derive(Debug, Args)]
 pub struct FrontendArgs {
-    /// This node's peer (tarpc) port.
+    /// This node's peer port (tarpc), and with --bind its name in the ring.
     #[arg(long, default_value_t = 8001)]
     pub port: u16,
     /// The address both listeners bind, and this node's name to its peers. Anything but
@@ -700,5 +700,30 @@ mod tests {
     #[test]
     fn the_help_text_is_well_formed() {
         Gclab::command().debug_assert();
+    }
+
+    fn frontend(args: &str) -> FrontendArgs {
+        let argv = format!("gclab frontend {args}");
+        match Gclab::try_parse_from(argv.split_whitespace()) {
+            Ok(Gclab {
+                command: Command::Frontend(args),
+            }) => args,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_http_transport_refuses_an_http_port_its_peers_would_not_find() {
+        let refused = frontend("--peer-transport http --http-port 9999").config();
+        assert!(refused.unwrap_err().contains("--port + 1000"));
+        assert!(frontend("--peer-transport http --http-port 9001")
+            .config()
+            .is_ok());
+        assert!(frontend("--http-port 9999").config().is_ok());
+        let (config, _) = frontend("--peer-transport http").config().unwrap();
+        assert_eq!(
+            config.group.peer_transport,
+            crate::peers::PeerTransport::Http
+        );
     }
 }

@@ -44,7 +44,7 @@ pub struct PeerServer {
 impl Peer for PeerServer {
     async fn get(self, ctx: context::Context, from: String, key: String) -> Result<Loaded, String> {
         self.refuse_unless(PeerTransport::Tarpc, &from)?;
-        self.answer(&from, &key, span_of(&ctx)).await
+        self.answer(&from, &key, span_of(&ctx), None).await
     }
 
     async fn peek(self, _: context::Context, from: String, key: String) -> Option<Loaded> {
@@ -63,7 +63,15 @@ impl PeerServer {
     }
 
     /// A peer's Get, whichever transport brought it: loaded here, never forwarded again.
-    async fn answer(&self, from: &str, key: &str, span: Span) -> Result<Loaded, String> {
+    /// `parent` is the asker's span, where the transport names it (HTTP's `traceparent`;
+    /// tarpc makes the call a span of its own instead).
+    async fn answer(
+        &self,
+        from: &str,
+        key: &str,
+        span: Span,
+        parent: Option<u64>,
+    ) -> Result<Loaded, String> {
         key::validate(key).map_err(|e| e.to_string())?;
         self.check_asker(from);
         let key = key.to_owned();
@@ -73,6 +81,7 @@ impl PeerServer {
         let arrived = Detail {
             key: Some(key.as_str().into()),
             peer: Some(from),
+            parent,
             ..Detail::default()
         };
         events.note(span, Kind::Arrived, arrived);
@@ -253,7 +262,11 @@ async fn http_get(
         };
     }
     let parent = traceparent.as_deref().and_then(TraceParent::parse);
-    match server.answer(&from, &key, Span::arriving(parent)).await {
+    let span = Span::arriving(parent);
+    match server
+        .answer(&from, &key, span, parent.map(|p| p.parent))
+        .await
+    {
         Ok(Loaded {
             value: Some(value),
             version,

@@ -12,6 +12,7 @@ use common::{gclab, ServerProcess};
 use futures::future::join_all;
 use gclab::client::{DbClient, FrontendClient};
 use gclab::peers::PeerTransport;
+use gclab::trace::{Kind, NodeEvent, TraceParent};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -108,6 +109,51 @@ async fn over_http_a_value_comes_from_its_owner_a_peek_carries_its_version_and_a
     assert!(found.contains("x-gclab-version: "), "{found}");
     assert!(found.ends_with(&format!("value of {key}")), "{found}");
     assert!(peek("never-loaded").starts_with("HTTP/1.1 204"));
+    topology.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_http_the_trace_goes_with_the_call_and_the_owner_names_the_asker() {
+    let topology = common::start(2, Duration::ZERO, |c| {
+        c.group.peer_transport = PeerTransport::Http;
+    })
+    .await;
+    let key = common::key_owned_by(&topology, 1, "traced").await;
+    let parent = TraceParent::new();
+    let cached = topology.frontends[0]
+        .cget_traced(&key, Some(parent))
+        .await
+        .unwrap()
+        .expect("written");
+    assert_eq!(cached.source, "peer");
+    let events = |i: usize| topology.frontends[i].events(parent.trace);
+    let (asker, mut owner) = (
+        events(0).await.unwrap().events,
+        events(1).await.unwrap().events,
+    );
+    owner.sort_by_key(|e| e.event.at_ns); // a flight's start is noted once it is set up
+    let kinds = |events: &[NodeEvent]| events.iter().map(|e| e.event.kind).collect::<Vec<_>>();
+    assert_eq!(
+        kinds(&owner),
+        [
+            Kind::Arrived,
+            Kind::Miss,
+            Kind::FlightStarted,
+            Kind::DbReadOut,
+            Kind::DbReadIn,
+            Kind::Answered
+        ],
+        "{owner:?}"
+    );
+    let call_out = asker
+        .iter()
+        .find(|e| e.event.kind == Kind::PeerCallOut)
+        .expect("the asker noted its call");
+    assert_eq!(
+        owner[0].event.detail.peer.as_deref(),
+        Some(topology.peers[0].as_str())
+    );
+    assert_eq!(owner[0].event.detail.parent, Some(call_out.event.span));
     topology.stop().await;
 }
 
