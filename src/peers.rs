@@ -9,19 +9,21 @@
 //! Either way the call goes through the same [`Peers::call`]: fault rules, deadline,
 //! back-off and the peer's health are the transport's business nowhere else.
 //!
-//! The tarpc service is two methods, [`Peer::get`] and [`Peer::peek`]. Its trait is shared by the server
-//! (`peer_server.rs`, which answers with a node's Get path) and the client pool ([`Peers`])
-//! here, as in tarpc's `example-service`. Like groupcache's `peers.go`, this file knows
+//! The tarpc service is two methods, [`Peer::get`] and [`Peer::peek`]. Its trait is shared
+//! by the server (`peer_server.rs`, which answers with a node's Get path) and the client
+//! pool ([`Peers`]) here, as in tarpc's `example-service`. Like groupcache's `peers.go`, this file knows
 //! nothing of the Get path: the group calls into it, never the other way round.
 //!
 //! Choices worth knowing:
-//! - One connection per peer, made on first use and kept: tarpc multiplexes many calls over
-//!   it, so a herd of calls costs no new sockets. A broken connection is dropped and the
-//!   next call reconnects.
+//! - tarpc: one connection per peer, made on first use and kept: tarpc multiplexes many
+//!   calls over it, so a herd of calls costs no new sockets. A broken connection is dropped
+//!   and the next call reconnects. HTTP/1.1 carries one call at a time per connection, so
+//!   its pool holds as many connections to a peer as there were calls in flight at once.
 //! - Every call has a deadline: `--peer-timeout`, which must outlast the owner's own trip
 //!   to the database (tarpc's default would be 10 s).
 //! - Frames are capped ([`MAX_FRAME_BYTES`]): a peer, or garbage sent to the peer port,
-//!   cannot make this node allocate more than that for one message.
+//!   cannot make this node allocate more than that for one message; an HTTP answer's body
+//!   is read up to the same limit.
 //! - TCP_NODELAY on every socket: calls are small, and Nagle's algorithm would hold them
 //!   back waiting for an ACK.
 
