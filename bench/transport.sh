@@ -30,7 +30,7 @@ render() {
     jqm -r 'include "lib";
     "## The peer transport: tarpc vs HTTP",
     "",
-    "Three frontends and a dbserver (read delay 0 ms) on 127.0.0.1, every server pinned to CPU \(.settings.server_cpu); `wrk \(.settings.wrk) -s bench/random-key.lua` on CPU \(.settings.wrk_cpu) asks frontend 1 for \(.settings.keys) keys that it does not own, with `--no-hot-cache`, so every answer is a peer call (`peer_loads` / gets in the last column). Cold: `--ttl 1ms`, the owner reads the dbserver for each call; warm: each key warm at its owner. \(.settings.warmup_seconds) s of warm-up, then \(.settings.rounds | count("interleaved round")), medians. Peer connections: frontend 1’s established connections to its two peers, halfway through a run.",
+    "Three frontends and a dbserver (read delay 0 ms) on 127.0.0.1, every server pinned to CPU \(.settings.server_cpu); `wrk \(.settings.wrk) -s bench/random-key.lua` on CPU \(.settings.wrk_cpu) asks frontend 1 for \(.settings.keys) keys that it does not own, with `--no-hot-cache`, so every answer is a peer call, or joins one already in flight for the same key (singleflight): by a peer call is frontend 1’s `peer_loads` / gets. Cold: `--ttl 1ms`, the owner reads the dbserver for each call; warm: each key warm at its owner. \(.settings.warmup_seconds) s of warm-up, then \(.settings.rounds | count("interleaved round")), medians. Peer connections: frontend 1’s established connections to its two peers, halfway through a run.",
     "",
     "| keys | transport | p50 | p99 | req/s | peer connections | by a peer call | errors | req/s by round |",
     "|---|---|---|---|---|---|---|---|---|",
