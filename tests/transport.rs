@@ -384,6 +384,74 @@ fn fake_http_peer(reply: &'static [u8]) -> u16 {
     }
 }
 
+/// A fake peer whose HTTP port (its port + 1000) accepts connections and never answers.
+fn hung_http_peer() -> u16 {
+    loop {
+        let peer = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = peer.local_addr().unwrap().port();
+        let Some(http_port) = port.checked_add(1000) else {
+            continue;
+        };
+        let Ok(http) = std::net::TcpListener::bind(("127.0.0.1", http_port)) else {
+            continue;
+        };
+        std::thread::spawn(move || {
+            let _keep = peer;
+            // Never ends: every connection is kept, open and unanswered, while the test runs.
+            let _held: Vec<_> = http.incoming().map_while(Result::ok).collect();
+        });
+        return port;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_http_a_hung_peer_costs_one_peer_timeout_then_is_skipped() {
+    let hung = format!("127.0.0.1:{}", hung_http_peer());
+    let data = tempfile::tempdir().unwrap();
+    let dbserver = ServerProcess::dbserver(data.path(), "0ms");
+    let port = common::free_block(1);
+    let me = format!("127.0.0.1:{port}");
+    let peers = format!("{port},{hung}");
+    let node = ServerProcess::start(&[
+        "frontend",
+        "--port",
+        &port.to_string(),
+        "--peers",
+        &peers,
+        "--db",
+        &dbserver.addr,
+        "--peer-transport",
+        "http",
+        "--db-timeout",
+        "300ms",
+        "--peer-timeout",
+        "500ms",
+    ]);
+    let client = FrontendClient::new(&node.addr, TIMEOUT);
+    let db = DbClient::new(&dbserver.addr, TIMEOUT);
+    let ring = gclab::ring::Ring::new([me, hung.clone()]);
+    let keys: Vec<String> = (0..)
+        .map(|n| format!("hung-{n}"))
+        .filter(|k| ring.owner(k) == hung)
+        .take(3)
+        .collect();
+    for key in &keys {
+        db.set(key, Bytes::from(format!("value of {key}")))
+            .await
+            .unwrap();
+        let cached = client.cget(key).await.unwrap().expect("written");
+        assert_eq!(cached.value, format!("value of {key}"));
+        assert_eq!(cached.source, "db");
+    }
+    // The first waited out --peer-timeout; the other two skipped the peer (back-off).
+    let stats = client.stats().await.unwrap();
+    assert_eq!(stats.peer_errors, 1, "{stats:?}");
+    assert_eq!(stats.failovers, 3, "{stats:?}");
+    let log = node.log();
+    assert_eq!(log.matches("no answer within 500ms").count(), 1, "{log}");
+    assert_eq!(log.matches("is unreachable").count(), 1, "{log}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn over_http_a_strangers_answer_or_a_cut_short_one_is_never_a_value() {
     let not_gclab: &'static [u8] =
