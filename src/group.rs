@@ -138,9 +138,7 @@ impl Config {
         if let Some(ttl) = self.ttl {
             modes.push(format!("ttl {}", humantime::format_duration(ttl)));
         }
-        if self.peer_transport == PeerTransport::Http {
-            modes.push("peer transport: HTTP".to_owned());
-        }
+        modes.extend(self.peer_transport.mode().map(str::to_owned));
         (!modes.is_empty()).then(|| modes.join("; "))
     }
 }

@@ -78,6 +78,14 @@ impl PeerTransport {
         }
     }
 
+    /// What the start-up line says about it: nothing for the default.
+    pub fn mode(self) -> Option<&'static str> {
+        match self {
+            PeerTransport::Tarpc => None,
+            PeerTransport::Http => Some("peer transport: HTTP"),
+        }
+    }
+
     /// What a node on this transport says to a peer that asked it over the other one.
     pub fn refusal(self) -> String {
         format!(
