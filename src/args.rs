@@ -140,7 +140,7 @@ pub struct DbserverArgs {
 
 #[derive(Debug, Args)]
 pub struct FrontendArgs {
-    /// This node's peer (tarpc) port.
+    /// This node's peer port (tarpc), and with --bind its name in the ring.
     #[arg(long, default_value_t = 8001)]
     pub port: u16,
     /// The address both listeners bind, and this node's name to its peers. Anything but
@@ -182,6 +182,11 @@ pub struct FrontendArgs {
     /// How long a client may take to send a request's headers (slower ones are cut off).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub client_timeout: Duration,
+    /// How peers ask each other for keys: `tarpc` (on --port, many calls over one
+    /// connection) or `http` (groupcache's `GET /_groupcache/{key}` on a peer's --port +
+    /// 1000, over pooled keep-alive connections). Every frontend must use the same one.
+    #[arg(long, value_enum, default_value_t = crate::peers::PeerTransport::Tarpc)]
+    pub peer_transport: crate::peers::PeerTransport,
     /// Contrast switch: every cache miss does its own load (no singleflight).
     #[arg(long)]
     pub no_singleflight: bool,
@@ -242,6 +247,18 @@ impl FrontendArgs {
                 self.bind
             ));
         }
+        // The HTTP transport finds a peer's HTTP port at its --port + 1000, so must this node.
+        if self.peer_transport == crate::peers::PeerTransport::Http
+            && self
+                .http_port
+                .is_some_and(|p| Some(p) != self.port.checked_add(1000))
+        {
+            return Err(
+                "--peer-transport http asks each peer at its --port + 1000; leave out \
+                 --http-port, or use --peer-transport tarpc"
+                    .to_owned(),
+            );
+        }
         // The original's convention: clients talk to port + 1000.
         let http_port = match self.http_port {
             Some(port) => port,
@@ -274,6 +291,7 @@ impl FrontendArgs {
                 stale_guard: !self.no_stale_guard,
                 ttl: self.ttl,
                 events: self.events,
+                peer_transport: self.peer_transport,
             },
             client_timeout: self.client_timeout,
             membership: self
@@ -715,5 +733,30 @@ mod tests {
     #[test]
     fn the_help_text_is_well_formed() {
         Gclab::command().debug_assert();
+    }
+
+    fn frontend(args: &str) -> FrontendArgs {
+        let argv = format!("gclab frontend {args}");
+        match Gclab::try_parse_from(argv.split_whitespace()) {
+            Ok(Gclab {
+                command: Command::Frontend(args),
+            }) => args,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_http_transport_refuses_an_http_port_its_peers_would_not_find() {
+        let refused = frontend("--peer-transport http --http-port 9999").config();
+        assert!(refused.unwrap_err().contains("--port + 1000"));
+        assert!(frontend("--peer-transport http --http-port 9001")
+            .config()
+            .is_ok());
+        assert!(frontend("--http-port 9999").config().is_ok());
+        let (config, _) = frontend("--peer-transport http").config().unwrap();
+        assert_eq!(
+            config.group.peer_transport,
+            crate::peers::PeerTransport::Http
+        );
     }
 }

@@ -12,6 +12,8 @@
 //! - `GET /applied?at_least=V&wait_ms=T` → `{"following": bool, "applied": N}`, once the
 //!   node has applied change V (or after T ms, at most 5 s): how `cli set` sees a write
 //!   reach every frontend
+//! - `GET /_groupcache/{key}` (`?peek=1`) → a peer's call, when the peers use HTTP
+//!   (`--peer-transport http`; see `peer_server::http_route`)
 //! - `GET /stats` → the groupcache counters as JSON
 //! - `GET /owner/{key}` → the owner, the whole rendezvous ranking of peers, and each
 //!   peer's score (64-bit, in hex: the highest owns the key)
@@ -96,7 +98,12 @@ pub async fn run(
         &config.group.db_addr,
         config.group.db_timeout,
     )));
-    let api = Arc::new(Api::new(Arc::clone(&group), &config.group.peers));
+    let peer_server = peer_server::PeerServer::new(Arc::clone(&group), config.group.peer_transport);
+    let api = Arc::new(Api::new(
+        Arc::clone(&group),
+        &config.group.peers,
+        peer_server.clone(),
+    ));
     // Both servers stop on the same signal; `shared` lets several futures await one.
     let shutdown = shutdown.boxed().shared();
     if config.group.follow_changes {
@@ -131,7 +138,7 @@ pub async fn run(
     .boxed();
     tokio::join!(
         http_server,
-        peer_server::serve(peer_listener, group, shutdown)
+        peer_server::serve(peer_listener, peer_server, shutdown)
     );
     Ok(())
 }
@@ -146,11 +153,14 @@ pub struct Api {
     /// `x-gclab-owner` for each peer seen owning a key, made once per peer rather than on
     /// every cache hit; a peer that joins later is added on its first key.
     owners: arc_swap::ArcSwap<Vec<(String, HeaderValue)>>,
+    /// Answers `GET /_groupcache/{key}`, the peers' HTTP transport.
+    peer_server: peer_server::PeerServer,
 }
 
 impl Api {
-    fn new(group: Arc<Group>, peers: &[String]) -> Api {
+    fn new(group: Arc<Group>, peers: &[String], peer_server: peer_server::PeerServer) -> Api {
         Api {
+            peer_server,
             metrics: Metrics::new(
                 "source",
                 &["main", "hot", "peer", "db", "not_found", "error"],
@@ -204,7 +214,10 @@ pub fn routes(api: Arc<Api>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         .or(http::empty_key("owner"))
         .map(Reply::into_response)
         .boxed();
-    get_cache(api).or(others).recover(http::recover)
+    // The peers' route second: with `--peer-transport http`, a peer load of another node's
+    // key passes one `or`, as a client's cache hit does.
+    let peer = peer_server::http_route(api.peer_server.clone());
+    get_cache(api).or(peer).or(others).recover(http::recover)
 }
 
 /// `GET /cache/{key}`

@@ -51,7 +51,7 @@ use crate::client::{DbClient, Loaded};
 use crate::faults::{Faults, Rule};
 use crate::invalidation::Invalidation;
 use crate::logging::HITS;
-use crate::peers::{PeerError, Peers};
+use crate::peers::{PeerError, PeerTransport, Peers};
 use crate::ring::Ring;
 use crate::singleflight::{self, FromPanic};
 use crate::stats::{NodeStats, Stats};
@@ -90,6 +90,8 @@ pub struct Config {
     pub ttl: Option<Duration>,
     /// How many trace events this node keeps (`--events`); 0 records none.
     pub events: usize,
+    /// How peers ask each other (`--peer-transport`): the Get path does not care which.
+    pub peer_transport: PeerTransport,
 }
 
 /// Why a configuration was refused.
@@ -144,6 +146,7 @@ impl Config {
         if let Some(ttl) = self.ttl {
             modes.push(format!("ttl {}", humantime::format_duration(ttl)));
         }
+        modes.extend(self.peer_transport.mode().map(str::to_owned));
         (!modes.is_empty()).then(|| modes.join("; "))
     }
 }
@@ -309,6 +312,7 @@ impl Group {
                 config.peers.iter().filter(|p| **p != config.me),
                 config.peer_timeout,
                 Arc::clone(&faults),
+                config.peer_transport,
             ),
             db: DbClient::new(&config.db_addr, config.db_timeout).with_faults(Arc::clone(&faults)),
             faults,

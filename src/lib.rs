@@ -14,13 +14,15 @@
 //! - [`membership`] — who the peers are, when DNS or a file names them
 //!   (`--peers-from`): looked up again every few seconds, the ring rebuilt on a change.
 //! - [`cache`] — a byte-counting LRU cache (the main and hot caches).
-//! - [`peers`] — the tarpc service a frontend uses to ask a key's owner, and its clients.
+//! - [`peers`] — how a frontend asks a key's owner: the tarpc service, or groupcache's
+//!   `GET /_groupcache/{key}` (`--peer-transport`), behind one client set.
 //! - [`invalidation`] — what the change stream has told a node: floors against the
 //!   stale-set race, and the version applied.
 //!
 //! The servers and the tools around them:
 //! - [`frontend`] — a cache node: its configuration and its HTTP API for clients.
-//! - [`peer_server`] — how a node answers its peers' calls with its Get path.
+//! - [`peer_server`] — how a node answers its peers' calls with its Get path, on either
+//!   transport, refusing the one its peers do not use.
 //! - [`trace`] — trace ids on every request (W3C `traceparent`, tarpc's context), and the
 //!   bounded ring of events each server keeps for `GET /events` and `gclab cli trace`.
 //! - [`faults`] — faults on demand: rules that break a node's calls to its peers and to

@@ -64,8 +64,7 @@ impl Topology {
         // Bind every listener first: each frontend must know all peer addresses.
         let mut listeners = Vec::new();
         for _ in 0..n {
-            let peer = TcpListener::bind("127.0.0.1:0").await?;
-            let http = TcpListener::bind("127.0.0.1:0").await?;
+            let (peer, http) = bind_pair().await?;
             topology.peers.push(peer.local_addr()?.to_string());
             topology.frontends.push(FrontendClient::new(
                 &http.local_addr()?.to_string(),
@@ -91,6 +90,7 @@ impl Topology {
                     stale_guard: true,
                     ttl: None,
                     events: crate::trace::DEFAULT_CAPACITY,
+                    peer_transport: crate::peers::PeerTransport::Tarpc,
                 },
                 client_timeout: Duration::from_secs(10),
                 membership: None,
@@ -143,4 +143,22 @@ impl Topology {
         }
         // `self.data` is removed when dropped, now that sled has closed its files.
     }
+}
+
+/// A free peer port and its HTTP port at peer + 1000, the lab's convention, which the HTTP
+/// peer transport relies on to find a peer's HTTP API (`--peer-transport http`). A port
+/// whose +1000 is taken is given back, and another tried.
+async fn bind_pair() -> std::io::Result<(TcpListener, TcpListener)> {
+    for _ in 0..100 {
+        let peer = TcpListener::bind("127.0.0.1:0").await?;
+        let Some(port) = peer.local_addr()?.port().checked_add(1000) else {
+            continue;
+        };
+        if let Ok(http) = TcpListener::bind(("127.0.0.1", port)).await {
+            return Ok((peer, http));
+        }
+    }
+    Err(std::io::Error::other(
+        "found no free port whose port + 1000 was free too",
+    ))
 }

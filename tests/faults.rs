@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{gclab, key_owned_by, start, Topology};
 use gclab::client::FrontendClient;
+use gclab::peers::PeerTransport;
 use gclab::stats::NodeStats;
 use warp::Filter;
 
@@ -47,7 +48,20 @@ async fn stats(t: &Topology, i: usize) -> NodeStats {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_one_way_partition_makes_the_owners_peers_fail_over_while_the_owners_own_asks_succeed() {
-    let t = start(3, Duration::from_millis(20), |_| {}).await;
+    one_way_partition(PeerTransport::Tarpc).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_one_way_partition_does_the_same_on_the_http_transport() {
+    one_way_partition(PeerTransport::Http).await;
+}
+
+/// A fault rule acts in the peer client, before the call leaves, whichever wire it takes.
+async fn one_way_partition(transport: PeerTransport) {
+    let t = start(3, Duration::from_millis(20), |c| {
+        c.group.peer_transport = transport;
+    })
+    .await;
     let of_0 = key_owned_by(&t, 0, "cut").await;
     let of_1 = key_owned_by(&t, 1, "cut").await;
 

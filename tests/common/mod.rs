@@ -35,6 +35,7 @@ pub fn frontend_config(me: &str, peers: Vec<String>, db: &str) -> Config {
             stale_guard: true,
             ttl: None,
             events: gclab::trace::DEFAULT_CAPACITY,
+            peer_transport: gclab::peers::PeerTransport::Tarpc,
         },
         client_timeout: Duration::from_secs(10),
         membership: None,
