@@ -24,13 +24,24 @@ async fn until(what: &str, mut condition: impl AsyncFnMut() -> bool) {
     }
 }
 
-/// Three frontend processes on ports `base`..`base+2` (HTTP +1000) against `db`.
-fn three_frontends(base: u16, db: &str) -> Vec<ServerProcess> {
+/// Three frontend processes on ports `base`..`base+2` (HTTP +1000) against `db`, asking each
+/// other over `transport` (`tarpc` or `http`).
+fn three_frontends(base: u16, db: &str, transport: &str) -> Vec<ServerProcess> {
     let peers = format!("{},{},{}", base, base + 1, base + 2);
     (0..3)
         .map(|i| {
             let port = (base + i).to_string();
-            ServerProcess::start(&["frontend", "--port", &port, "--peers", &peers, "--db", db])
+            ServerProcess::start(&[
+                "frontend",
+                "--port",
+                &port,
+                "--peers",
+                &peers,
+                "--db",
+                db,
+                "--peer-transport",
+                transport,
+            ])
         })
         .collect()
 }
@@ -51,10 +62,20 @@ fn frontend_port(frontend: &ServerProcess) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killing_a_keys_owner_mid_herd_costs_no_client_errors_and_at_most_two_database_reads() {
+    owner_killed_mid_herd("tarpc").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_http_killing_a_keys_owner_mid_herd_fails_over_as_over_tarpc() {
+    owner_killed_mid_herd("http").await;
+}
+
+/// The owner of a key is killed while it reads the database for a herd at the other two.
+async fn owner_killed_mid_herd(transport: &str) {
     let data = tempfile::tempdir().unwrap();
     let dbserver = ServerProcess::dbserver(data.path(), "500ms");
     let base = common::free_block(3);
-    let mut frontends = three_frontends(base, &dbserver.addr);
+    let mut frontends = three_frontends(base, &dbserver.addr, transport);
     let db = DbClient::new(&dbserver.addr, TIMEOUT);
     db.set("victim", Bytes::from_static(b"survives"))
         .await
@@ -97,11 +118,14 @@ async fn killing_a_keys_owner_mid_herd_costs_no_client_errors_and_at_most_two_da
     let output = herd.await.unwrap();
     let report: serde_json::Value = serde_json::from_slice(&output.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)));
-    assert_eq!(report["errors"], 0, "{report}");
-    assert_eq!(report["answered"], 1000, "{report}");
-    assert_eq!(report["wrong_values"], 0, "{report}");
+    assert_eq!(report["errors"], 0, "{transport}: {report}");
+    assert_eq!(report["answered"], 1000, "{transport}: {report}");
+    assert_eq!(report["wrong_values"], 0, "{transport}: {report}");
     let reads = db.stats().await.unwrap().gets - before;
-    assert!(reads <= 2, "the key was read {reads} times: {report}");
+    assert!(
+        reads <= 2,
+        "{transport}: the key was read {reads} times: {report}"
+    );
     // The next in line loaded the key itself (it may never have asked the dead owner: a
     // peer's ask can start its flight first, and a peer's ask is loaded on the spot).
     let next = usize::from(port_of(&ranking[1]) - base);
@@ -109,7 +133,7 @@ async fn killing_a_keys_owner_mid_herd_costs_no_client_errors_and_at_most_two_da
         .stats()
         .await
         .unwrap();
-    assert_eq!(next_stats.local_loads, 1, "{next_stats:?}");
+    assert_eq!(next_stats.local_loads, 1, "{transport}: {next_stats:?}");
     // Whoever found the owner dead failed over, and said so once per node.
     let mut failovers = 0;
     for i in (0..3).filter(|i| *i != owner) {
@@ -122,9 +146,9 @@ async fn killing_a_keys_owner_mid_herd_costs_no_client_errors_and_at_most_two_da
         let said = log
             .matches("is unreachable; its keys go to the next in line")
             .count();
-        assert!(said <= 1, "said {said} times:\n{log}");
+        assert!(said <= 1, "{transport}: said {said} times:\n{log}");
     }
-    assert!(failovers >= 1, "nobody failed over");
+    assert!(failovers >= 1, "{transport}: nobody failed over");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,4 +1,5 @@
-//! The thundering herd: a thousand concurrent cgets of one cold key read the database once.
+//! The thundering herd: a thousand concurrent cgets of one cold key read the database once,
+//! whichever transport the peers ask each other over.
 
 mod common;
 
@@ -6,10 +7,25 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::join_all;
+use gclab::peers::PeerTransport;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_thousand_concurrent_cold_cgets_over_three_frontends_read_the_database_once() {
-    let topology = common::start(3, Duration::from_millis(200), |_| {}).await;
+    herd_over(PeerTransport::Tarpc).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_http_a_thousand_concurrent_cold_cgets_read_the_database_once_too() {
+    herd_over(PeerTransport::Http).await;
+}
+
+/// A thousand concurrent cgets of a cold key over three frontends asking each other over
+/// `transport`.
+async fn herd_over(transport: PeerTransport) {
+    let topology = common::start(3, Duration::from_millis(200), |c| {
+        c.group.peer_transport = transport;
+    })
+    .await;
     topology
         .db
         .set("herd", Bytes::from_static(b"stampede"))
@@ -27,12 +43,12 @@ async fn a_thousand_concurrent_cold_cgets_over_three_frontends_read_the_database
     assert_eq!(
         after - before,
         1,
-        "the dbserver was read {} times",
+        "the dbserver was read {} times over {transport:?}",
         after - before
     );
 
     let owner = topology.owner_of("herd").await.unwrap();
-    let mut gets = 0;
+    let (mut gets, mut peer_loads, mut served) = (0, 0, 0);
     for (i, frontend) in topology.frontends.iter().enumerate() {
         let stats = frontend.stats().await.unwrap();
         assert_eq!(
@@ -40,9 +56,21 @@ async fn a_thousand_concurrent_cold_cgets_over_three_frontends_read_the_database
             u64::from(i == owner),
             "node {i}: {stats:?}"
         );
+        assert_eq!(stats.peer_errors, 0, "node {i}: {stats:?}");
         gets += stats.gets - stats.server_requests;
+        if i == owner {
+            served = stats.server_requests;
+        } else {
+            peer_loads += stats.peer_loads;
+        }
     }
     assert_eq!(gets, 1000, "every client request was counted once");
+    // Every ask the non-owners made was delivered and answered with the value.
+    assert!(
+        peer_loads >= 2,
+        "each non-owner asked the owner: {peer_loads}"
+    );
+    assert_eq!(peer_loads, served, "asks made and asks served");
 }
 
 #[tokio::test(flavor = "multi_thread")]

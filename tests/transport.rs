@@ -5,83 +5,15 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use common::{gclab, ServerProcess};
-use futures::future::join_all;
+use common::ServerProcess;
 use gclab::client::{DbClient, FrontendClient};
 use gclab::peers::PeerTransport;
 use gclab::trace::{Kind, NodeEvent, TraceParent};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Polls `condition` every few milliseconds until it holds, failing after 20 s.
-async fn until(what: &str, mut condition: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !condition().await {
-        assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// A thousand concurrent cgets of a cold key over three frontends on `transport`.
-async fn herd_over(transport: PeerTransport) {
-    let topology = common::start(3, Duration::from_millis(200), |c| {
-        c.group.peer_transport = transport;
-    })
-    .await;
-    topology
-        .db
-        .set("herd", Bytes::from_static(b"stampede"))
-        .await
-        .unwrap();
-    let before = topology.db.stats().await.unwrap().gets;
-
-    let replies = join_all((0..1000).map(|i| topology.frontends[i % 3].cget("herd"))).await;
-
-    for reply in replies {
-        assert_eq!(reply.unwrap().expect("the key exists").value, "stampede");
-    }
-    let reads = topology.db.stats().await.unwrap().gets - before;
-    assert_eq!(
-        reads, 1,
-        "the dbserver was read {reads} times over {transport:?}"
-    );
-    let owner = topology.owner_of("herd").await.unwrap();
-    let (mut peer_loads, mut served) = (0, 0);
-    for (i, frontend) in topology.frontends.iter().enumerate() {
-        let stats = frontend.stats().await.unwrap();
-        assert_eq!(
-            stats.local_loads,
-            u64::from(i == owner),
-            "node {i}: {stats:?}"
-        );
-        assert_eq!(stats.peer_errors, 0, "node {i}: {stats:?}");
-        if i == owner {
-            served = stats.server_requests;
-        } else {
-            peer_loads += stats.peer_loads;
-        }
-    }
-    // Every ask the non-owners made was delivered and answered with the value.
-    assert!(
-        peer_loads >= 2,
-        "each non-owner asked the owner: {peer_loads}"
-    );
-    assert_eq!(peer_loads, served, "asks made and asks served");
-    topology.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_thousand_cold_cgets_read_the_database_once_over_tarpc() {
-    herd_over(PeerTransport::Tarpc).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_thousand_cold_cgets_read_the_database_once_over_http() {
-    herd_over(PeerTransport::Http).await;
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn over_http_a_value_comes_from_its_owner_a_peek_carries_its_version_and_a_missing_key_is_none(
@@ -170,109 +102,8 @@ fn raw(addr: &str, path: &str) -> String {
     answer
 }
 
-/// Three frontend processes on ports `base`..`base+2` (HTTP +1000) against `db`.
-fn three_frontends(base: u16, db: &str, transport: &str) -> Vec<ServerProcess> {
-    let peers = format!("{},{},{}", base, base + 1, base + 2);
-    (0..3)
-        .map(|i| {
-            let port = (base + i).to_string();
-            ServerProcess::start(&[
-                "frontend",
-                "--port",
-                &port,
-                "--peers",
-                &peers,
-                "--db",
-                db,
-                "--peer-transport",
-                transport,
-            ])
-        })
-        .collect()
-}
-
-/// The owner of a key is killed while it reads the database for a herd at the other two.
-async fn owner_dies_mid_call(transport: &str) {
-    let data = tempfile::tempdir().unwrap();
-    let dbserver = ServerProcess::dbserver(data.path(), "500ms");
-    let base = common::free_block(3);
-    let mut frontends = three_frontends(base, &dbserver.addr, transport);
-    let db = DbClient::new(&dbserver.addr, TIMEOUT);
-    db.set("victim", Bytes::from_static(b"survives"))
-        .await
-        .unwrap();
-    let first = FrontendClient::new(&frontends[0].addr, TIMEOUT);
-    let ranking = first.owner("victim").await.unwrap().ranking;
-    let port_of = |peer: &str| peer.rsplit(':').next().unwrap().parse::<u16>().unwrap();
-    let owner = usize::from(port_of(&ranking[0]) - base);
-    let survivors: Vec<String> = (0..3)
-        .filter(|i| *i != owner)
-        .map(|i| frontends[i].addr.clone())
-        .collect();
-    let before = db.stats().await.unwrap().gets;
-
-    let db_addr = dbserver.addr.clone();
-    let herd = tokio::task::spawn_blocking(move || {
-        gclab()
-            .args([
-                "cli",
-                "herd",
-                "--key",
-                "victim",
-                "--requests",
-                "300",
-                "--json",
-            ])
-            .args(["--db", &db_addr, "--frontends", &survivors.join(",")])
-            .output()
-            .unwrap()
-    });
-    until("the owner to start its database read", async || {
-        db.stats().await.unwrap().gets > before
-    })
-    .await;
-    frontends[owner].child.kill().unwrap(); // SIGKILL, while the peers' calls wait on it
-    frontends[owner].child.wait().unwrap();
-
-    let output = herd.await.unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)));
-    assert_eq!(report["errors"], 0, "{transport}: {report}");
-    assert_eq!(report["answered"], 300, "{transport}: {report}");
-    assert_eq!(report["wrong_values"], 0, "{transport}: {report}");
-    let reads = db.stats().await.unwrap().gets - before;
-    assert!(reads <= 2, "{transport}: the key was read {reads} times");
-    let next = usize::from(port_of(&ranking[1]) - base);
-    let next_stats = FrontendClient::new(&frontends[next].addr, TIMEOUT)
-        .stats()
-        .await
-        .unwrap();
-    assert_eq!(next_stats.local_loads, 1, "{transport}: {next_stats:?}");
-    let mut failovers = 0;
-    for i in (0..3).filter(|i| *i != owner) {
-        let stats = FrontendClient::new(&frontends[i].addr, TIMEOUT)
-            .stats()
-            .await
-            .unwrap();
-        failovers += stats.failovers;
-        let log = frontends[i].log();
-        let said = log
-            .matches("is unreachable; its keys go to the next in line")
-            .count();
-        assert!(said <= 1, "{transport}: said {said} times:\n{log}");
-    }
-    assert!(failovers >= 1, "{transport}: nobody failed over");
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_peer_that_dies_mid_call_is_failed_over_on_tarpc() {
-    owner_dies_mid_call("tarpc").await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_peer_that_dies_mid_call_is_failed_over_on_http_as_on_tarpc() {
-    owner_dies_mid_call("http").await;
-}
+// The herd over each transport is in tests/herd.rs, and an owner killed mid-herd over
+// each in tests/failures.rs.
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nodes_on_different_transports_refuse_each_other_and_every_get_gets_its_value() {
