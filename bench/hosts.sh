@@ -115,18 +115,9 @@ up() {
     curl_all "$dir/warm.cfg" 200
 }
 
-# What frontend 1's counters say: its gets, and how many of them asked a peer.
-counters() { curl -fsS --max-time 5 "$UNDER_TEST/stats" | jq -c '{gets, peer_loads}'; }
-
-# wrk_run SECONDS: one wrk run against frontend 1; prints random-key.lua's RESULT JSON.
-wrk_run() {
-    local out
-    out=$(mktemp "$WORK/wrk.XXXX")
-    on_cpu "$WRK_CPU" timeout $(($1 + 30)) wrk -t1 "-c$CONNECTIONS" "-d$1s" \
-        -s "$BENCH/random-key.lua" "$UNDER_TEST" -- "$WORK/keys.txt" >"$out" 2>&1 ||
-        die "wrk failed: $(cat "$out")"
-    sed -n 's/^RESULT //p' "$out" | grep . || die "wrk printed no RESULT line; see $out"
-}
+# What frontend 1's counters say; one wrk run of SECONDS against it (lib.sh).
+counters() { peer_counters "$UNDER_TEST"; }
+wrk_run() { WRK_CONNECTIONS=$CONNECTIONS run_wrk "$WRK_CPU" "$UNDER_TEST" "$WORK/keys.txt" "$1"; }
 
 # measure ROUND HOT DELAY: one row's run, appended to runs.jsonl (or why it was skipped).
 measure() {

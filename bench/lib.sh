@@ -250,18 +250,23 @@ wait_for_quiet() {
     done
 }
 
-# run_wrk CPUS URL KEYFILE [SECONDS]: one `wrk -t1 -c32 -dSECONDS` (WRK_SECONDS) of
-# GET /cache/KEY over the keys in KEYFILE, pinned to CPUS (empty: not pinned); prints its
+# run_wrk CPUS URL KEYFILE [SECONDS]: one `wrk -t1 -cWRK_CONNECTIONS -dSECONDS` (WRK_SECONDS)
+# of GET /cache/KEY over the keys in KEYFILE, pinned to CPUS (empty: not pinned); prints its
 # result as one line of JSON {requests, seconds, rps, p50_us, p99_us, max_us, errors}
-# (see random-key.lua). One thread and 32 connections, as issue 10 measured.
+# (see random-key.lua). One thread and 32 connections unless WRK_CONNECTIONS says otherwise,
+# as issue 10 measured.
 WRK_ARGS="-t1 -c32 -d${WRK_SECONDS}s"
 run_wrk() {
     local out
     out=$(mktemp "$WORK/wrk.XXXX")
-    on_cpu "$1" timeout $((${4:-$WRK_SECONDS} + 30)) wrk -t1 -c32 "-d${4:-$WRK_SECONDS}s" \
-        -s "$BENCH/random-key.lua" "$2" -- "$3" >"$out" 2>&1 || die "wrk failed: $(cat "$out")"
+    on_cpu "$1" timeout $((${4:-$WRK_SECONDS} + 30)) wrk -t1 "-c${WRK_CONNECTIONS:-32}" \
+        "-d${4:-$WRK_SECONDS}s" -s "$BENCH/random-key.lua" "$2" -- "$3" >"$out" 2>&1 ||
+        die "wrk failed: $(cat "$out")"
     sed -n 's/^RESULT //p' "$out" | grep . || die "wrk printed no RESULT line; see $out"
 }
+
+# peer_counters URL: a frontend's gets, and how many of them asked a peer, as JSON.
+peer_counters() { curl -fsS --max-time 5 "$1/stats" | jq -c '{gets, peer_loads}'; }
 
 # ---------------------------------------------------------------------------------------
 # JSON: jqm is jq that can `include "lib";` (bench/lib.jq: median, round(n), target).

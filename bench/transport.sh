@@ -84,16 +84,9 @@ keys() {
         "$WORK/owners.json" | curl_config GET "http://%s" >"$WORK/warm.cfg"
 }
 
-counters() { curl -fsS --max-time 5 "$UNDER_TEST/stats" | jq -c '{gets, peer_loads}'; }
-
-wrk_run() {
-    local out
-    out=$(mktemp "$WORK/wrk.XXXX")
-    on_cpu "$WRK_CPU" timeout $(($1 + 30)) wrk -t1 "-c$CONNECTIONS" "-d$1s" \
-        -s "$BENCH/random-key.lua" "$UNDER_TEST" -- "$WORK/keys.txt" >"$out" 2>&1 ||
-        die "wrk failed: $(cat "$out")"
-    sed -n 's/^RESULT //p' "$out" | grep . || die "wrk printed no RESULT line; see $out"
-}
+# What frontend 1's counters say; one wrk run of SECONDS against it (lib.sh).
+counters() { peer_counters "$UNDER_TEST"; }
+wrk_run() { WRK_CONNECTIONS=$CONNECTIONS run_wrk "$WRK_CPU" "$UNDER_TEST" "$WORK/keys.txt" "$1"; }
 
 # peer_connections TRANSPORT: frontend 1's established connections to its peers.
 peer_connections() {

@@ -194,45 +194,42 @@ async fn nodes_on_different_transports_refuse_each_other_and_every_get_gets_its_
 
 /// A fake peer on `port + 1000` that answers every connection with `reply` and closes.
 fn fake_http_peer(reply: &'static [u8]) -> u16 {
+    let (peer, http, port) = peer_and_http_ports();
+    std::thread::spawn(move || {
+        let _keep = peer;
+        for mut stream in http.incoming().map_while(Result::ok) {
+            let mut request = [0; 4096];
+            let _ = stream.read(&mut request);
+            let _ = stream.write_all(reply);
+        }
+    });
+    port
+}
+
+/// A free peer port whose HTTP port (+ 1000) is free too, both bound: the listeners and
+/// the peer port.
+fn peer_and_http_ports() -> (std::net::TcpListener, std::net::TcpListener, u16) {
     loop {
         let peer = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = peer.local_addr().unwrap().port();
         let Some(http_port) = port.checked_add(1000) else {
             continue;
         };
-        let Ok(http) = std::net::TcpListener::bind(("127.0.0.1", http_port)) else {
-            continue;
-        };
-        std::thread::spawn(move || {
-            let _keep = peer;
-            for mut stream in http.incoming().map_while(Result::ok) {
-                let mut request = [0; 4096];
-                let _ = stream.read(&mut request);
-                let _ = stream.write_all(reply);
-            }
-        });
-        return port;
+        if let Ok(http) = std::net::TcpListener::bind(("127.0.0.1", http_port)) {
+            return (peer, http, port);
+        }
     }
 }
 
 /// A fake peer whose HTTP port (its port + 1000) accepts connections and never answers.
 fn hung_http_peer() -> u16 {
-    loop {
-        let peer = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = peer.local_addr().unwrap().port();
-        let Some(http_port) = port.checked_add(1000) else {
-            continue;
-        };
-        let Ok(http) = std::net::TcpListener::bind(("127.0.0.1", http_port)) else {
-            continue;
-        };
-        std::thread::spawn(move || {
-            let _keep = peer;
-            // Never ends: every connection is kept, open and unanswered, while the test runs.
-            let _held: Vec<_> = http.incoming().map_while(Result::ok).collect();
-        });
-        return port;
-    }
+    let (peer, http, port) = peer_and_http_ports();
+    std::thread::spawn(move || {
+        let _keep = peer;
+        // Never ends: every connection is kept, open and unanswered, while the test runs.
+        let _held: Vec<_> = http.incoming().map_while(Result::ok).collect();
+    });
+    port
 }
 
 #[tokio::test(flavor = "multi_thread")]
