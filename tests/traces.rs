@@ -181,7 +181,15 @@ async fn without_singleflight_the_herd_picture_draws_one_database_arrow_per_requ
     // A delay longer than the herd takes to send, so every request misses. 400, not 1000:
     // a thousand reads at once from one process's frontends overflow the in-process
     // dbserver's accept queue here (`gclab up`, with a process per server, takes them).
-    let t = start(3, Duration::from_secs(1), |c| c.group.singleflight = false).await;
+    // Even 400 can find the queue full on a busy machine: the kernel drops the SYN, and the
+    // connection is retried a second later, which with the 1 s read outlasts the default
+    // 2 s --db-timeout. A longer deadline lets such a read finish; the count is the point.
+    let t = start(3, Duration::from_secs(1), |c| {
+        c.group.singleflight = false;
+        c.group.db_timeout = Duration::from_secs(10);
+        c.group.peer_timeout = Duration::from_secs(15);
+    })
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let report = traced_herd(&t, 400, &dir.path().join("herd.svg")).await;
     assert_eq!(report["db_reads"], 400, "{report:#}");
